@@ -1,0 +1,39 @@
+"""The demo counter (API.md) and a few actors showing the foundation's features."""
+
+from rivet_django import Actor, UserError, action
+
+
+class Counter(Actor):
+    """Registered as "counter"."""
+
+    state = {"count": 0}
+
+    def create_state(self, input):
+        start = (input or {}).get("start", 0) if isinstance(input, dict) else 0
+        return {"count": start, "input": input}
+
+    @action
+    def increment(self, amount: int = 1) -> int:
+        self.state["count"] += amount
+        self.broadcast("count", self.state["count"])
+        return self.state["count"]
+
+    @action(name="getCount")
+    async def get_count(self) -> int:
+        return self.state["count"]
+
+    @action(name="getInput")
+    def get_input(self):
+        return self.state.get("input")
+
+    @action
+    def fail(self, code: str = "counter_error"):
+        raise UserError("Counting failed on purpose", code=code, metadata={"count": self.state["count"]})
+
+    @action
+    def crash(self):
+        raise RuntimeError("secret internal detail")
+
+    @action
+    def echo(self, *values):
+        return list(values)

@@ -1,0 +1,12 @@
+"""ASGI entry point: Django HTTP + actor WebSockets through Channels."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_project.settings")
+django_asgi_app = get_asgi_application()
+
+from rivet_django.routing import application as rivet_application  # noqa: E402
+
+application = rivet_application(django_asgi_app)

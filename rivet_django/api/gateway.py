@@ -1,0 +1,169 @@
+"""Gateway routes: one actor's HTTP routes, reached by id, query or header form.
+
+``/gateway/{target}/action/{name}`` and friends. The body of an action call is
+read raw, so the three encodings share one path: decode -> router -> encode.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from ninja import Router
+
+from .. import protocol
+from ..conf import rivet_settings
+from ..exceptions import ActorNotFound, IncomingTooLong, MethodNotAllowed, OutgoingTooLong, RivetError
+from ..gateway import GatewayTarget, parse_conn_params, parse_gateway_target
+from ..node import started_node
+from . import schemas
+from .responses import encoded_response, json_response
+
+__all__ = ["header_form_route", "router"]
+
+logger = logging.getLogger("rivet_django.api")
+
+router = Router(tags=["gateway"])
+
+_ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+_ACTION_DOC: dict[str, Any] = {
+    "requestBody": {
+        "content": {
+            "application/json": {"schema": schemas.ActionRequest.model_json_schema()},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+        "required": True,
+    },
+    "parameters": [
+        {
+            "in": "header",
+            "name": "x-rivet-encoding",
+            "schema": {"type": "string", "enum": ["json", "cbor", "bare"], "default": "json"},
+        },
+        {"in": "header", "name": "x-rivet-conn-params", "schema": {"type": "string"}, "required": False},
+    ],
+}
+
+
+def _target(request: HttpRequest, segment: str | None) -> GatewayTarget:
+    return parse_gateway_target(segment, _query_pairs(request), request.headers, rivet_settings.NAMESPACE)
+
+
+def _query_pairs(request: HttpRequest) -> list[tuple[str, str]]:
+    return [(k, v) for k, values in request.GET.lists() for v in values]
+
+
+def _read_body(request: HttpRequest) -> bytes:
+    limit = int(rivet_settings.MAX_INCOMING_MESSAGE_SIZE)
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise IncomingTooLong(f"Request body is larger than {limit} bytes")
+    body = request.body
+    if len(body) > limit:
+        raise IncomingTooLong(f"Request body is larger than {limit} bytes")
+    return body
+
+
+async def call_action(request: HttpRequest, segment: str | None, name: str) -> HttpResponse:
+    """Decode an action call, run it on its actor, encode the output."""
+    encoding = protocol.parse_encoding(request.headers.get("x-rivet-encoding"))
+    target = _target(request, segment)
+    body = _read_body(request)
+    args, version = protocol.decode_action_request(encoding, body)
+    request.rivet_version = version  # type: ignore[attr-defined]
+    params = parse_conn_params(request.headers.get("x-rivet-conn-params"), int(rivet_settings.MAX_CONN_PARAMS_SIZE))
+    node = await started_node()
+    actor_id = await target.resolve(node.router)
+    try:
+        output = await node.router.call_action(actor_id, name, args, params=params, request=request)
+    except ActorNotFound:
+        if target.method == "id":
+            raise
+        # A cached address may point at an actor destroyed elsewhere: resolve afresh once.
+        node.router.forget(target.namespace, target.name or "", target.key)
+        actor_id = await target.resolve(node.router)
+        output = await node.router.call_action(actor_id, name, args, params=params, request=request)
+    try:
+        data = protocol.encode_action_response(encoding, output, version)
+    except Exception as exc:
+        logger.error("Output of action %r is not serializable: %s", name, exc)
+        raise RivetError(f"Output of action {name!r} is not serializable") from exc
+    limit = int(rivet_settings.MAX_OUTGOING_MESSAGE_SIZE)
+    if len(data) > limit:
+        raise OutgoingTooLong(f"Response is {len(data)} bytes; the limit is {limit}")
+    return encoded_response(request, data, headers={"x-rivet-actor": actor_id})
+
+
+async def actor_metadata(request: HttpRequest, segment: str | None) -> HttpResponse:
+    from .manager import metadata
+
+    node = await started_node()
+    actor_id = await _target(request, segment).resolve(node.router)
+    return json_response({**metadata(), "actorId": actor_id})
+
+
+async def actor_health(request: HttpRequest, segment: str | None) -> HttpResponse:
+    node = await started_node()
+    await _target(request, segment).resolve(node.router)
+    return HttpResponse(b"ok", content_type="text/plain")
+
+
+async def header_form_route(request: HttpRequest, route: str) -> HttpResponse:
+    """Dispatch a header-form request (``x-rivet-target: actor``) by its route."""
+    parts = route.strip("/").split("/", 1)
+    if parts[0] == "action" and len(parts) == 2:
+        if request.method != "POST":
+            raise MethodNotAllowed()
+        return await call_action(request, None, parts[1])
+    if parts[0] == "metadata" and len(parts) == 1:
+        return await actor_metadata(request, None)
+    if parts[0] == "health" and len(parts) == 1:
+        return await actor_health(request, None)
+    raise ActorNotFound(f"Unknown actor route /{route}")
+
+
+# -- direct and query forms ----------------------------------------------------
+
+
+@router.post(
+    "/gateway/{target}/action/{name}",
+    response={200: schemas.ActionResponse, 400: schemas.ErrorOut, 404: schemas.ErrorOut, 500: schemas.ErrorOut},
+    summary="Call an action (stateless)",
+    openapi_extra=_ACTION_DOC,
+)
+async def action(request: HttpRequest, target: str, name: str) -> HttpResponse:
+    return await call_action(request, target, name)
+
+
+@router.api_operation(["GET", "PUT", "PATCH", "DELETE"], "/gateway/{target}/action/{name}", include_in_schema=False)
+async def action_wrong_method(request: HttpRequest, target: str, name: str) -> HttpResponse:
+    raise MethodNotAllowed(f"Actions are called with POST, not {request.method}")
+
+
+@router.get("/gateway/{target}/metadata", summary="Actor metadata")
+async def gateway_metadata(request: HttpRequest, target: str) -> HttpResponse:
+    return await actor_metadata(request, target)
+
+
+@router.get("/gateway/{target}/health", summary="Actor health")
+async def gateway_health(request: HttpRequest, target: str) -> HttpResponse:
+    return await actor_health(request, target)
+
+
+@router.api_operation(_ALL_METHODS, "/gateway/{target}/{path:rest}", include_in_schema=False)
+async def gateway_unknown(request: HttpRequest, target: str, rest: str) -> HttpResponse:
+    raise ActorNotFound(f"Unknown actor route /{rest}")
+
+
+# -- header form ---------------------------------------------------------------
+
+
+@router.api_operation(_ALL_METHODS, "/{path:route}", include_in_schema=False)
+async def header_form(request: HttpRequest, route: str) -> HttpResponse:
+    if request.headers.get("x-rivet-target") != "actor":
+        raise ActorNotFound(f"Unknown route /{route}")
+    return await header_form_route(request, route)
+
+

@@ -1,0 +1,105 @@
+"""System checks (``rivet_django.E00x`` / ``W00x``); docs/checks.md lists them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.checks import Error, Tags, Warning, register
+
+from .conf import DEFAULTS, rivet_settings
+from .registry import actors
+
+__all__ = ["check_actors", "check_settings"]
+
+
+@register(Tags.compatibility)
+def check_actors(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    errors: list[Any] = []
+    for name, paths in sorted(actors.conflicts.items()):
+        errors.append(
+            Error(
+                f"Actor name {name!r} is registered by several classes: {', '.join(paths)}.",
+                hint="Give each class a distinct Meta.name.",
+                id="rivet_django.E001",
+            )
+        )
+    for definition in actors:
+        if len(definition.name) > rivet_settings.MAX_NAME_LENGTH:
+            errors.append(
+                Error(
+                    f"Actor name {definition.name!r} is longer than {rivet_settings.MAX_NAME_LENGTH} characters.",
+                    hint="Set a shorter Meta.name.",
+                    id="rivet_django.E002",
+                )
+            )
+    return errors
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    from django.conf import settings
+
+    messages: list[Any] = []
+    unknown = sorted(rivet_settings.user_keys - set(DEFAULTS))
+    if unknown:
+        messages.append(
+            Error(
+                f"Unknown RIVET setting(s): {', '.join(unknown)}.",
+                hint=f"Known settings: {', '.join(sorted(DEFAULTS))}.",
+                id="rivet_django.E003",
+            )
+        )
+    if rivet_settings.SCHEDULER not in ("embedded", "celery"):
+        messages.append(
+            Error(
+                f"RIVET['SCHEDULER'] is {rivet_settings.SCHEDULER!r}.",
+                hint='Use "embedded" or "celery".',
+                id="rivet_django.E004",
+            )
+        )
+    if "channels" not in settings.INSTALLED_APPS:
+        messages.append(
+            Error(
+                "rivet_django needs 'channels' in INSTALLED_APPS.",
+                hint="Add 'daphne' (first) and 'channels' to INSTALLED_APPS.",
+                id="rivet_django.E005",
+            )
+        )
+    if not getattr(settings, "ASGI_APPLICATION", None):
+        messages.append(
+            Warning(
+                "ASGI_APPLICATION is not set; runactors cannot serve WebSockets.",
+                hint="Point it at an application built with rivet_django.routing.",
+                id="rivet_django.W001",
+            )
+        )
+    layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
+    backend = (layers.get("default") or {}).get("BACKEND", "")
+    if backend.endswith("InMemoryChannelLayer") and rivet_settings.NODE_ID:
+        messages.append(
+            Warning(
+                "InMemoryChannelLayer with an explicit NODE_ID: the in-memory layer does not cross processes.",
+                hint="Use channels_redis.core.RedisChannelLayer when running several nodes.",
+                id="rivet_django.W002",
+            )
+        )
+    if backend.startswith("channels_redis"):
+        import redis
+
+        major = int(redis.__version__.split(".")[0])
+        config = (layers.get("default") or {}).get("CONFIG", {}) or {}
+        hosts = config.get("hosts") or []
+        has_timeout_none = any(isinstance(h, dict) and "socket_timeout" in h and h["socket_timeout"] is None for h in hosts)
+        if major >= 8 and not has_timeout_none:
+            messages.append(
+                Error(
+                    "redis-py 8 defaults to a 5 s socket timeout that breaks channels-redis.",
+                    hint='Give each channel layer host {"address": ..., "socket_timeout": None}, or pin redis<8.',
+                    id="rivet_django.E006",
+                )
+            )
+    if not isinstance(rivet_settings.COMMIT_INTERVAL, (int, float)) or rivet_settings.COMMIT_INTERVAL < 0:
+        messages.append(
+            Error("RIVET['COMMIT_INTERVAL'] must be a number >= 0.", hint="Seconds, e.g. 0.002.", id="rivet_django.E007")
+        )
+    return messages

@@ -1,0 +1,104 @@
+"""One settings object for rivet_django: ``RIVET = {...}`` with every key defaulted.
+
+Read values as attributes of :data:`rivet_settings` (``rivet_settings.NAMESPACE``).
+The object re-reads Django settings when ``RIVET`` changes (``setting_changed``),
+so ``override_settings(RIVET=...)`` works in tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["DEFAULTS", "RivetSettings", "rivet_settings"]
+
+DEFAULTS: dict[str, Any] = {
+    # Namespace used when a request does not name one.
+    "NAMESPACE": "default",
+    # Folder for per-actor SQLite databases (``self.db``); None: BASE_DIR / "rivet_actors".
+    "DB_DIR": None,
+    # Global inspector token; per-actor tokens are accepted too.
+    "INSPECTOR_TOKEN": None,
+    # "embedded" (runactors fires schedules) or "celery".
+    "SCHEDULER": "embedded",
+    # Longest time a dirty state waits to join a group commit (seconds). 0: commit
+    # as soon as the previous commit finishes (batches form while one is in flight).
+    "COMMIT_INTERVAL": 0.0,
+    # Most actor states written in one group-commit transaction.
+    "COMMIT_BATCH_SIZE": 512,
+    # How long a node's claim on an actor lasts without renewal (seconds).
+    "LEASE_SECONDS": 30.0,
+    # This process's node id; None: derived from host name and port/pid.
+    "NODE_ID": None,
+    # Origins allowed for browsers (CORS and WebSocket upgrade).
+    "ALLOWED_ORIGINS": [],
+    # SQLite PRAGMA synchronous for the Django database when it is SQLite (WAL mode
+    # is always on). FULL survives power loss; NORMAL survives process crashes.
+    "SQLITE_SYNCHRONOUS": "FULL",
+    # Threads that run ORM work for the runtime. SQLite has one writer: keep 1.
+    "DB_THREADS": 1,
+    # How often the runtime looks for idle actors to put to sleep (seconds).
+    "IDLE_CHECK_INTERVAL": 0.5,
+    # Limits (PROTOCOL.md section 10).
+    "MAX_INCOMING_MESSAGE_SIZE": 64 * 1024,
+    "MAX_OUTGOING_MESSAGE_SIZE": 1024 * 1024,
+    "MAX_CONN_PARAMS_SIZE": 4 * 1024,
+    "MAX_KEY_PART_SIZE": 128,
+    "MAX_KEY_SIZE": 1024,
+    "MAX_NAME_LENGTH": 64,
+    "MAX_KV_KEY_SIZE": 2 * 1024,
+    "MAX_KV_VALUE_SIZE": 128 * 1024,
+    "HOOK_TIMEOUT": 5.0,
+    # Seconds runactors waits for actors to sleep on SIGINT/SIGTERM.
+    "SHUTDOWN_TIMEOUT": 15.0,
+}
+
+
+class RivetSettings:
+    """Attribute access to ``settings.RIVET`` merged over :data:`DEFAULTS`."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] | None = None
+
+    def _load(self) -> dict[str, Any]:
+        from django.conf import settings
+
+        user = getattr(settings, "RIVET", None) or {}
+        merged = dict(DEFAULTS)
+        merged.update(user)
+        return merged
+
+    @property
+    def user_keys(self) -> set[str]:
+        """Keys the project set in ``RIVET`` (for system checks)."""
+        from django.conf import settings
+
+        return set((getattr(settings, "RIVET", None) or {}).keys())
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._cache is None:
+            self._cache = self._load()
+        try:
+            return self._cache[name]
+        except KeyError:
+            raise AttributeError(f"Invalid rivet_django setting: {name!r}") from None
+
+    def reload(self) -> None:
+        """Forget cached values; the next read sees the current Django settings."""
+        self._cache = None
+
+
+rivet_settings = RivetSettings()
+
+
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == "RIVET":
+        rivet_settings.reload()
+
+
+def connect_signals() -> None:
+    """Reload on ``setting_changed`` (called from ``AppConfig.ready``)."""
+    from django.core.signals import setting_changed
+
+    setting_changed.connect(_on_setting_changed, dispatch_uid="rivet_django.conf")

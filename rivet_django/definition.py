@@ -1,0 +1,414 @@
+"""How users declare actors: the :class:`Actor` base class and its decorators.
+
+This module does no I/O and imports nothing from Django. A subclass is turned
+into an :class:`ActorDefinition` (name, options, actions, initial values) when
+the class statement runs, and registered in :data:`rivet_django.registry.actors`.
+At run time the runtime creates one object of the class per awake actor and
+binds it to its :class:`~rivet_django.runtime.instance.ActorInstance`; the
+properties below read through that binding.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+
+from .exceptions import StateNotEnabled
+
+if TYPE_CHECKING:
+    from .runtime.instance import ActorInstance
+
+__all__ = [
+    "ActionSpec",
+    "Actor",
+    "ActorDefinition",
+    "ActorOptions",
+    "EventSpec",
+    "QueueSpec",
+    "action",
+    "event",
+    "queue",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_UNSET: Any = object()
+
+#: Hook methods the runtime looks for; all optional, sync or async.
+HOOK_NAMES = (
+    "create_state",
+    "create_vars",
+    "create_conn_state",
+    "on_create",
+    "on_wake",
+    "on_sleep",
+    "on_destroy",
+    "on_state_change",
+    "on_before_connect",
+    "on_connect",
+    "on_disconnect",
+    "on_request",
+    "on_websocket",
+    "on_before_action_response",
+    "on_migrate",
+    "run",
+)
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """An ``@action`` method: its public name and whether it is a coroutine function."""
+
+    name: str
+    attr: str
+    is_async: bool
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """A declared event; ``can_subscribe(actor, conn)`` may refuse a subscription."""
+
+    can_subscribe: Callable[[Any, Any], Any] | None = None
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A declared durable queue and its limits (``None``: the actor's defaults)."""
+
+    max_size: int | None = None
+    max_message_size: int | None = None
+    can_publish: Callable[[Any, Any], Any] | None = None
+
+
+def event(*, can_subscribe: Callable[[Any, Any], Any] | None = None) -> EventSpec:
+    """Declare an event in ``events = {...}``."""
+    return EventSpec(can_subscribe=can_subscribe)
+
+
+def queue(
+    *,
+    max_size: int | None = None,
+    max_message_size: int | None = None,
+    can_publish: Callable[[Any, Any], Any] | None = None,
+) -> QueueSpec:
+    """Declare a durable queue in ``queues = {...}``."""
+    return QueueSpec(max_size=max_size, max_message_size=max_message_size, can_publish=can_publish)
+
+
+@overload
+def action(func: F, /) -> F: ...
+@overload
+def action(*, name: str | None = None) -> Callable[[F], F]: ...
+def action(func: Any = None, /, *, name: str | None = None) -> Any:
+    """Mark a method as an action callable by clients: ``@action`` or ``@action(name="x")``."""
+
+    def mark(f: F) -> F:
+        f._rivet_action_name = name or f.__name__  # type: ignore[attr-defined]
+        return f
+
+    if func is not None:
+        return mark(func)
+    return mark
+
+
+@dataclass(frozen=True)
+class ActorOptions:
+    """``class Meta`` options of an actor (API.md), with their defaults."""
+
+    name: str = ""
+    display_name: str = ""
+    icon: str = ""
+    abstract: bool = False
+    sleep_timeout: float = 30.0
+    no_sleep: bool = False
+    sleep_grace_period: float = 15.0
+    action_timeout: float | None = 60.0
+    state_save_interval: float = 1.0
+    durability: Literal["commit", "throttled"] = "commit"
+    max_queue_size: int = 1000
+    max_queue_message_size: int = 64 * 1024
+    run_stop_timeout: float = 15.0
+    version: int = 1
+
+    @classmethod
+    def from_meta(cls, meta: type | None, default_name: str) -> ActorOptions:
+        """Read a ``Meta`` class; unknown attributes are an error (typos should not pass)."""
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {}
+        if meta is not None:
+            for attr, value in vars(meta).items():
+                if attr.startswith("_"):
+                    continue
+                if attr not in known:
+                    raise TypeError(f"Unknown Meta option {attr!r} (known: {', '.join(sorted(known))})")
+                values[attr] = value
+        values.setdefault("name", default_name)
+        values.setdefault("display_name", values["name"])
+        options = cls(**values)
+        if options.durability not in ("commit", "throttled"):
+            raise ValueError(f"Meta.durability must be 'commit' or 'throttled', not {options.durability!r}")
+        return options
+
+
+@dataclass
+class ActorDefinition:
+    """Everything the runtime needs to know about one actor class."""
+
+    cls: type[Actor]
+    options: ActorOptions
+    actions: dict[str, ActionSpec]
+    initial_state: Any = _UNSET
+    initial_vars: Any = _UNSET
+    initial_conn_state: Any = _UNSET
+    events: dict[str, EventSpec] = field(default_factory=dict)
+    queues: dict[str, QueueSpec] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.options.name
+
+    @property
+    def has_state(self) -> bool:
+        return self.initial_state is not _UNSET or self.hook("create_state") is not None
+
+    def hook(self, name: str) -> Callable[..., Any] | None:
+        """The user's hook method of that name, unbound, or None."""
+        return getattr(self.cls, name, None)
+
+    def make_initial_state(self, actor: Actor, input: Any) -> Any:
+        """Fresh state for a new actor (deep copy of the class attribute)."""
+        return copy.deepcopy(self.initial_state)
+
+    def make_initial_vars(self) -> Any:
+        return None if self.initial_vars is _UNSET else copy.deepcopy(self.initial_vars)
+
+    def make_initial_conn_state(self) -> Any:
+        return None if self.initial_conn_state is _UNSET else copy.deepcopy(self.initial_conn_state)
+
+
+def default_actor_name(cls_name: str) -> str:
+    """``Counter`` -> ``counter``, ``ChatRoom`` -> ``chatRoom``."""
+    return cls_name[:1].lower() + cls_name[1:]
+
+
+class Actor:
+    """Base class of user actors; the instance is the context of every action and hook.
+
+    Declare ``state`` (or ``create_state``), ``vars`` (or ``create_vars``),
+    ``@action`` methods and hooks; see API.md. Framework attributes live under
+    ``_rivet`` so user attributes never collide with them.
+    """
+
+    _rivet_definition: ActorDefinition
+    _rivet: ActorInstance
+
+    class Meta:
+        abstract = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        meta = cls.__dict__.get("Meta")
+        abstract = bool(meta is not None and getattr(meta, "abstract", False))
+        if abstract:
+            return
+        options = ActorOptions.from_meta(meta, default_actor_name(cls.__name__))
+        definition = ActorDefinition(
+            cls=cls,
+            options=options,
+            actions=_collect_actions(cls),
+            initial_state=_pop_class_value(cls, "state"),
+            initial_vars=_pop_class_value(cls, "vars"),
+            initial_conn_state=_pop_class_value(cls, "conn_state"),
+            events=dict(_inherited_value(cls, "events") or {}),
+            queues=dict(_inherited_value(cls, "queues") or {}),
+        )
+        cls._rivet_definition = definition
+        from .registry import actors
+
+        actors.add(definition)
+
+    # -- identity ---------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The actor's unique id."""
+        return self._rivet.actor_id
+
+    @property
+    def name(self) -> str:
+        """The registered actor name (e.g. ``"counter"``)."""
+        return self._rivet.definition.name
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """The actor's key, a tuple of strings."""
+        return self._rivet.key
+
+    @property
+    def namespace(self) -> str:
+        return self._rivet.namespace
+
+    # -- state ------------------------------------------------------------------
+
+    @property
+    def state(self) -> Any:
+        """Durable state, persisted after every action that changes it."""
+        if not self._rivet.definition.has_state:
+            raise StateNotEnabled()
+        return self._rivet.state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        if not self._rivet.definition.has_state:
+            raise StateNotEnabled()
+        self._rivet.state = value
+
+    @property
+    def vars(self) -> Any:
+        """Ephemeral per-wake values, never persisted."""
+        return self._rivet.vars
+
+    @vars.setter
+    def vars(self, value: Any) -> None:
+        self._rivet.vars = value
+
+    async def save_state(self, immediate: bool = True) -> None:
+        """Persist state now (``immediate=True`` waits for the commit)."""
+        await self._rivet.save_state(immediate=immediate)
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def sleep(self) -> None:
+        """Ask to sleep once the current work is done."""
+        self._rivet.request_sleep()
+
+    def destroy(self) -> None:
+        """Ask for permanent deletion once the current work is done."""
+        self._rivet.request_destroy()
+
+    @property
+    def prevent_sleep(self) -> bool:
+        return self._rivet.prevent_sleep
+
+    @prevent_sleep.setter
+    def prevent_sleep(self, value: bool) -> None:
+        self._rivet.prevent_sleep = bool(value)
+
+    @property
+    def aborted(self) -> bool:
+        """True once the actor has started stopping (sleep or destroy)."""
+        return self._rivet.abort_event.is_set()
+
+    @property
+    def abort_event(self) -> Any:
+        """An ``asyncio.Event`` set when the actor starts stopping."""
+        return self._rivet.abort_event
+
+    def keep_awake(self, aw: Awaitable[Any]) -> Any:
+        """Run ``aw`` in the background; the actor does not sleep until it finishes."""
+        return self._rivet.keep_awake(aw)
+
+    def wait_until(self, aw: Awaitable[Any]) -> Any:
+        """Alias of :meth:`keep_awake` (RivetKit's name)."""
+        return self._rivet.keep_awake(aw)
+
+    # -- connections and events -------------------------------------------------
+
+    @property
+    def conn(self) -> Any:
+        """The connection that made the current call, or None."""
+        return self._rivet.current_conn()
+
+    @property
+    def conns(self) -> dict[str, Any]:
+        return self._rivet.conns
+
+    def broadcast(self, event: str, *args: Any) -> None:
+        """Send an event to every connection subscribed to it."""
+        self._rivet.broadcast(event, args)
+
+    @property
+    def request(self) -> Any:
+        """The HTTP request (connect hooks, ``on_request``), else None."""
+        return self._rivet.current_request()
+
+    # -- storage ----------------------------------------------------------------
+
+    @property
+    def kv(self) -> Any:
+        """Async key-value store of this actor (``get``, ``put``, ``list`` ...)."""
+        return self._rivet.kv
+
+    # -- misc -------------------------------------------------------------------
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        return self._rivet.log
+
+    def client(self) -> Any:
+        """An async client for calling other actors, routed in-process."""
+        return self._rivet.client()
+
+    def __repr__(self) -> str:
+        binding = getattr(self, "_rivet", None)
+        if binding is None:
+            return f"<{type(self).__name__} (unbound)>"
+        return f"<{type(self).__name__} {binding.definition.name} key={list(binding.key)} id={binding.actor_id}>"
+
+
+def _pop_class_value(cls: type, attr: str) -> Any:
+    """Take a declarative class attribute (``state = {...}``) off the class.
+
+    The base class exposes ``state``/``vars`` as properties reading the live
+    values; a subclass's plain attribute would shadow them, so it is moved into
+    the definition. Inherited declarations are honoured.
+    """
+    for klass in cls.__mro__:
+        if klass is Actor:
+            break
+        if attr in klass.__dict__:
+            value = klass.__dict__[attr]
+            if isinstance(value, property):
+                return _UNSET
+            if klass is cls:
+                delattr(cls, attr)
+            else:
+                # Keep the value for further subclasses but read it from the parent's definition.
+                parent_def: ActorDefinition | None = klass.__dict__.get("_rivet_definition")
+                if parent_def is not None:
+                    return getattr(parent_def, f"initial_{attr}")
+            return value
+    return _UNSET
+
+
+def _inherited_value(cls: type, attr: str) -> Any:
+    for klass in cls.__mro__:
+        if attr in klass.__dict__:
+            return klass.__dict__[attr]
+    return None
+
+
+def _collect_actions(cls: type) -> dict[str, ActionSpec]:
+    actions: dict[str, ActionSpec] = {}
+    for klass in reversed(cls.__mro__):
+        for attr, value in klass.__dict__.items():
+            func = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
+            public_name = getattr(func, "_rivet_action_name", None)
+            if public_name is None:
+                continue
+            # A subclass overriding the method without @action keeps it an action.
+            actions = {k: v for k, v in actions.items() if v.attr != attr}
+            actions[public_name] = ActionSpec(
+                name=public_name, attr=attr, is_async=inspect.iscoroutinefunction(func)
+            )
+    # Overrides without the decorator: re-check async-ness on the final attribute.
+    for public_name, spec in list(actions.items()):
+        final = getattr(cls, spec.attr)
+        actions[public_name] = ActionSpec(
+            name=public_name, attr=spec.attr, is_async=inspect.iscoroutinefunction(final)
+        )
+    return actions

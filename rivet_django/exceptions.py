@@ -1,0 +1,215 @@
+"""The one exception hierarchy of rivet_django.
+
+Every error that can reach a caller maps 1:1 onto the protocol's ``group.code``
+pair and carries the HTTP status it is served with::
+
+    RivetError                      (group, code, status_code; internal by default)
+     +-- PublicError                 shown to callers as is
+     |    +-- UserError              group "user", raised by actor code
+     |    +-- InvalidRequest         actor.invalid_request          400
+     |    +-- InvalidEncoding        encoding.invalid               400
+     |    +-- ActorNotFound          actor.not_found                404
+     |    +-- ActionNotFound         actor.action_not_found         404
+     |    +-- MethodNotAllowed       actor.method_not_allowed       405
+     |    +-- ActionTimedOut         actor.action_timed_out         408
+     |    +-- DuplicateKey           actor.duplicate_key            400
+     |    +-- IncomingTooLong        message.incoming_too_long      400
+     |    +-- OutgoingTooLong        message.outgoing_too_long      400
+     |    +-- GuardError             guard.*                        400
+     |    +-- Forbidden              auth.forbidden                 403
+     |    +-- StateNotEnabled        actor.state_not_enabled        400
+     |    +-- StateNotSerializable   state.not_serializable         500
+     |    +-- ActorStopping          actor.stopping                 503
+     |    +-- LostOwnership          actor.lost_ownership           503
+     +-- InternalError               actor.internal_error, masked
+
+Anything that is not a :class:`PublicError` is masked on the wire as
+``actor.internal_error`` with the message "An internal error occurred".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "INTERNAL_ERROR_MESSAGE",
+    "ActionNotFound",
+    "ActionTimedOut",
+    "ActorNotFound",
+    "ActorStopping",
+    "AlreadyRegistered",
+    "DuplicateKey",
+    "Forbidden",
+    "GuardError",
+    "IncomingTooLong",
+    "InternalError",
+    "InvalidEncoding",
+    "InvalidRequest",
+    "LostOwnership",
+    "MethodNotAllowed",
+    "OutgoingTooLong",
+    "PublicError",
+    "RivetError",
+    "StateNotEnabled",
+    "StateNotSerializable",
+    "UserError",
+    "public_error_of",
+]
+
+INTERNAL_ERROR_MESSAGE = "An internal error occurred"
+
+
+class RivetError(Exception):
+    """Base of every rivet_django error; internal (masked) unless public."""
+
+    group = "actor"
+    code = "internal_error"
+    status_code = 500
+    default_message = INTERNAL_ERROR_MESSAGE
+    public = False
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        metadata: Any = None,
+        group: str | None = None,
+        code: str | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        self.message = message if message is not None else self.default_message
+        self.metadata = metadata
+        if group is not None:
+            self.group = group
+        if code is not None:
+            self.code = code
+        if status_code is not None:
+            self.status_code = status_code
+        super().__init__(self.message)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.group}.{self.code}: {self.message!r})"
+
+
+class InternalError(RivetError):
+    """An unexpected failure; callers only ever see the masked form."""
+
+
+class PublicError(RivetError):
+    """An error whose group, code, message and metadata reach the caller."""
+
+    public = True
+    status_code = 400
+    default_message = "Request failed"
+
+
+class UserError(PublicError):
+    """Raised by actor code to send a message, code and metadata to the caller."""
+
+    group = "user"
+
+    def __init__(self, message: str, code: str = "user_error", metadata: Any = None) -> None:
+        super().__init__(message, code=code, metadata=metadata)
+
+
+class InvalidRequest(PublicError):
+    code = "invalid_request"
+    default_message = "Invalid request"
+
+
+class InvalidEncoding(PublicError):
+    group = "encoding"
+    code = "invalid"
+    default_message = "Invalid encoding"
+
+
+class ActorNotFound(PublicError):
+    code = "not_found"
+    status_code = 404
+    default_message = "Actor not found"
+
+
+class ActionNotFound(PublicError):
+    code = "action_not_found"
+    status_code = 404
+    default_message = "Action not found"
+
+
+class MethodNotAllowed(PublicError):
+    code = "method_not_allowed"
+    status_code = 405
+    default_message = "Method not allowed"
+
+
+class ActionTimedOut(PublicError):
+    code = "action_timed_out"
+    status_code = 408
+    default_message = "Action timed out"
+
+
+class DuplicateKey(PublicError):
+    code = "duplicate_key"
+    default_message = "An actor with this key already exists"
+
+
+class IncomingTooLong(PublicError):
+    group = "message"
+    code = "incoming_too_long"
+    default_message = "Incoming message too long"
+
+
+class OutgoingTooLong(PublicError):
+    group = "message"
+    code = "outgoing_too_long"
+    default_message = "Outgoing message too long"
+
+
+class GuardError(PublicError):
+    """Errors of the gateway's request guard (``rvt-*`` parameters, targets)."""
+
+    group = "guard"
+    code = "invalid_request"
+
+
+class Forbidden(PublicError):
+    group = "auth"
+    code = "forbidden"
+    status_code = 403
+    default_message = "Forbidden"
+
+
+class StateNotEnabled(PublicError):
+    code = "state_not_enabled"
+    default_message = "State is not enabled for this actor: declare `state` or `create_state`"
+
+
+class StateNotSerializable(PublicError):
+    group = "state"
+    code = "not_serializable"
+    status_code = 500
+
+
+class ActorStopping(PublicError):
+    code = "stopping"
+    status_code = 503
+    default_message = "Actor is stopping"
+
+
+class LostOwnership(PublicError):
+    """This node no longer owns the actor (its generation was superseded)."""
+
+    code = "lost_ownership"
+    status_code = 503
+    default_message = "The actor moved to another node; retry the request"
+
+
+class AlreadyRegistered(Exception):
+    """Two actor classes claim the same registered name."""
+
+
+def public_error_of(exc: BaseException) -> PublicError:
+    """The error a caller may see for ``exc``: itself if public, else masked."""
+    if isinstance(exc, PublicError):
+        return exc
+    masked = PublicError(INTERNAL_ERROR_MESSAGE, group="actor", code="internal_error", status_code=500)
+    return masked

@@ -1,0 +1,99 @@
+"""This process's actor node: the runtime, its store and router, created once per loop.
+
+``runactors`` builds and starts it explicitly; any other ASGI or in-process use
+(``Client.local()``, tests through the ASGI app) gets one lazily, bound to the
+event loop that first asks for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from typing import Any
+
+from .conf import rivet_settings
+from .registry import actors
+from .runtime.config import Clock, RuntimeConfig
+from .runtime.host import ActorRuntime
+from .runtime.router import ActorRouter
+
+__all__ = ["LocalNode", "default_node_id", "get_node", "set_node", "started_node"]
+
+
+def default_node_id(port: int | None = None) -> str:
+    """``RIVET["NODE_ID"]``, else ``host:port`` (stable across restarts) or ``host-pid``."""
+    if rivet_settings.NODE_ID:
+        return str(rivet_settings.NODE_ID)
+    host = socket.gethostname()
+    return f"{host}:{port}" if port is not None else f"{host}-{os.getpid()}"
+
+
+class LocalNode:
+    """The runtime and router of this process."""
+
+    def __init__(
+        self, *, node_id: str | None = None, address: str = "", clock: Clock | None = None
+    ) -> None:
+        from . import __version__
+        from .storage.store import DjangoActorStore
+
+        config = RuntimeConfig.from_settings(rivet_settings)
+        self.store = DjangoActorStore(threads=int(rivet_settings.DB_THREADS))
+        self.runtime = ActorRuntime(
+            self.store,
+            actors,
+            node_id=node_id or default_node_id(),
+            config=config,
+            clock=clock,
+            client_factory=_local_client,
+            version=__version__,
+            address=address,
+        )
+        self.router = ActorRouter(self.runtime)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._start_lock: asyncio.Lock | None = None
+
+    async def start(self) -> LocalNode:
+        if not self.runtime.started:
+            if self._start_lock is None:
+                self._start_lock = asyncio.Lock()
+            async with self._start_lock:
+                if not self.runtime.started:
+                    self.loop = asyncio.get_running_loop()
+                    await self.runtime.start()
+        return self
+
+    async def stop(self, timeout: float | None = None) -> None:
+        await self.runtime.stop(timeout)
+        await self.store.close()
+
+
+def _local_client(runtime: ActorRuntime) -> Any:
+    from .client import AsyncClient
+    from .client.local import LocalTransport
+
+    return AsyncClient(transport=LocalTransport(node=_node))
+
+
+_node: LocalNode | None = None
+
+
+def get_node() -> LocalNode | None:
+    return _node
+
+
+def set_node(node: LocalNode | None) -> None:
+    """Install ``node`` as this process's node (runactors, test fixtures)."""
+    global _node
+    _node = node
+
+
+async def started_node() -> LocalNode:
+    """This process's node, started on the running loop (created on first use)."""
+    global _node
+    loop = asyncio.get_running_loop()
+    node = _node
+    if node is None or (node.loop is not None and (node.loop is not loop or node.loop.is_closed())):
+        node = _node = LocalNode()
+    return await node.start()

@@ -1,0 +1,53 @@
+"""Runtime configuration as a plain dataclass (built from ``RIVET`` settings)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Clock", "RuntimeConfig"]
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    namespace: str = "default"
+    commit_interval: float = 0.0
+    commit_batch_size: int = 512
+    lease_seconds: float = 30.0
+    idle_check_interval: float = 0.5
+    hook_timeout: float = 5.0
+    max_kv_key_size: int = 2 * 1024
+    max_kv_value_size: int = 128 * 1024
+    max_key_part_size: int = 128
+    max_key_size: int = 1024
+    max_name_length: int = 64
+    shutdown_timeout: float = 15.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> RuntimeConfig:
+        """Build from a settings object with upper-case attributes (``rivet_settings``)."""
+        return cls(
+            namespace=settings.NAMESPACE,
+            commit_interval=float(settings.COMMIT_INTERVAL),
+            commit_batch_size=int(settings.COMMIT_BATCH_SIZE),
+            lease_seconds=float(settings.LEASE_SECONDS),
+            idle_check_interval=float(settings.IDLE_CHECK_INTERVAL),
+            hook_timeout=float(settings.HOOK_TIMEOUT),
+            max_kv_key_size=int(settings.MAX_KV_KEY_SIZE),
+            max_kv_value_size=int(settings.MAX_KV_VALUE_SIZE),
+            max_key_part_size=int(settings.MAX_KEY_PART_SIZE),
+            max_key_size=int(settings.MAX_KEY_SIZE),
+            max_name_length=int(settings.MAX_NAME_LENGTH),
+            shutdown_timeout=float(settings.SHUTDOWN_TIMEOUT),
+        )
+
+
+class Clock:
+    """Time source of the runtime; tests substitute a controllable one."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()

@@ -1,0 +1,171 @@
+"""``ActorRouter``: from an actor address to the runtime that hosts it.
+
+The gateway hands the router a query (by id, get, get-or-create, create); the
+router resolves it to an :class:`ActorRecord` (cached for hot keys) and sends
+the call to the runtime that owns the actor. Today that is always this
+process's runtime; multi-node routing slots in here.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import ActorNotFound, InvalidRequest
+from . import serde
+from .store import ActorRecord
+
+if TYPE_CHECKING:
+    from .conn import Conn
+    from .host import ActorRuntime
+
+__all__ = ["ActorRouter"]
+
+_CACHE_SIZE = 100_000
+
+
+class ActorRouter:
+    """Resolves actor addresses and forwards calls to the owning runtime."""
+
+    def __init__(self, runtime: ActorRuntime) -> None:
+        self.runtime = runtime
+        self.store = runtime.store
+        self.registry = runtime.registry
+        self.config = runtime.config
+        # (namespace, name, key) -> record, for keys resolved before. Destroy evicts.
+        self._by_key: OrderedDict[tuple[str, str, tuple[str, ...]], ActorRecord] = OrderedDict()
+
+    # -- validation ----------------------------------------------------------------
+
+    def check_name(self, name: str) -> None:
+        if len(name) > self.config.max_name_length:
+            raise InvalidRequest(f"Actor name is longer than {self.config.max_name_length} characters")
+        if name not in self.registry:
+            raise ActorNotFound(f"No actor named {name!r} is registered")
+
+    def check_key(self, key: Sequence[str]) -> tuple[str, ...]:
+        if not isinstance(key, (list, tuple)) or not all(isinstance(p, str) for p in key):
+            raise InvalidRequest("An actor key is a list of strings")
+        total = 0
+        for part in key:
+            size = len(part.encode())
+            if size > self.config.max_key_part_size:
+                raise InvalidRequest(f"A key part is {size} bytes; the limit is {self.config.max_key_part_size}")
+            total += size
+        if total > self.config.max_key_size:
+            raise InvalidRequest(f"The key is {total} bytes; the limit is {self.config.max_key_size}")
+        return tuple(key)
+
+    # -- resolution ----------------------------------------------------------------
+
+    def _remember(self, record: ActorRecord) -> ActorRecord:
+        cache_key = (record.namespace, record.name, record.key)
+        self._by_key[cache_key] = record
+        self._by_key.move_to_end(cache_key)
+        if len(self._by_key) > _CACHE_SIZE:
+            self._by_key.popitem(last=False)
+        return record
+
+    def forget(self, namespace: str, name: str, key: Sequence[str]) -> None:
+        """Drop a cached address (the actor behind it may be gone)."""
+        self._by_key.pop((namespace, name, tuple(key)), None)
+
+    def _cached(self, namespace: str, name: str, key: tuple[str, ...]) -> ActorRecord | None:
+        return self._by_key.get((namespace, name, key))
+
+    async def get(self, namespace: str, name: str, key: Sequence[str]) -> ActorRecord | None:
+        """The live actor with this key, or None."""
+        self.check_name(name)
+        key = self.check_key(key)
+        record = self._cached(namespace, name, key)
+        if record is not None:
+            return record
+        record = await self.store.get_by_key(namespace, name, key)
+        return None if record is None else self._remember(record)
+
+    async def get_or_create(
+        self, namespace: str, name: str, key: Sequence[str], input: Any = None
+    ) -> tuple[ActorRecord, bool]:
+        self.check_name(name)
+        key = self.check_key(key)
+        record = self._cached(namespace, name, key)
+        if record is not None:
+            return record, False
+        record, created = await self.store.get_or_create(namespace, name, key, _input_bytes(input))
+        self._remember(record)
+        if created:
+            await self.runtime.instance(record.actor_id)
+        return record, created
+
+    async def create(self, namespace: str, name: str, key: Sequence[str], input: Any = None) -> ActorRecord:
+        self.check_name(name)
+        key = self.check_key(key)
+        record = await self.store.create(namespace, name, key, _input_bytes(input))
+        self._remember(record)
+        await self.runtime.instance(record.actor_id)
+        return record
+
+    async def get_by_id(self, actor_id: str) -> ActorRecord | None:
+        record = await self.store.get_by_id(actor_id)
+        if record is None or record.destroyed:
+            return None
+        return record
+
+    async def list(self, namespace: str, name: str, limit: int = 1000) -> list[ActorRecord]:
+        return await self.store.list_by_name(namespace, name, limit)
+
+    async def resolve(
+        self,
+        *,
+        namespace: str,
+        method: str,
+        name: str | None = None,
+        key: Sequence[str] | None = None,
+        actor_id: str | None = None,
+        input: Any = None,
+    ) -> str:
+        """The actor id a gateway query names (``id``, ``get``, ``getOrCreate``)."""
+        if method == "id":
+            if not actor_id:
+                raise InvalidRequest("Missing actor id")
+            return actor_id
+        if name is None:
+            raise InvalidRequest("Missing actor name")
+        if method == "get":
+            record = await self.get(namespace, name, key or ())
+            if record is None:
+                raise ActorNotFound(f"Actor {name!r} with key {list(key or ())!r} not found")
+            return record.actor_id
+        if method == "getOrCreate":
+            record, _ = await self.get_or_create(namespace, name, key or (), input)
+            return record.actor_id
+        raise InvalidRequest(f"Unknown query method {method!r}")
+
+    # -- calls ----------------------------------------------------------------------
+
+    async def call_action(
+        self,
+        actor_id: str,
+        name: str,
+        args: list[Any] | tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        params: Any = None,
+        request: Any = None,
+        conn: Conn | None = None,
+    ) -> Any:
+        return await self.runtime.call_action(actor_id, name, args, kwargs, params=params, request=request, conn=conn)
+
+    async def destroy(self, actor_id: str) -> bool:
+        record = await self.store.get_by_id(actor_id)
+        if record is None or record.destroyed:
+            raise ActorNotFound(f"Actor {actor_id} not found")
+        self._by_key.pop((record.namespace, record.name, record.key), None)
+        destroyed = await self.runtime.destroy_actor(actor_id)
+        self._by_key.pop((record.namespace, record.name, record.key), None)
+        return destroyed
+
+
+def _input_bytes(input: Any) -> bytes | None:
+    return None if input is None else serde.dumps(input)

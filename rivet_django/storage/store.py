@@ -1,0 +1,350 @@
+"""The Django ORM implementation of :class:`~rivet_django.runtime.store.ActorStore`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from ..exceptions import ActorStopping, DuplicateKey, LostOwnership
+from ..runtime.store import ActorRecord, ActorStore, ClaimedActor, StateWrite
+from .executor import DatabaseExecutor
+
+__all__ = ["DjangoActorStore", "key_hash", "new_actor_id"]
+
+_RECORD_FIELDS = ("id", "namespace", "name", "key", "created_at", "started_at", "slept_at", "destroyed_at")
+
+
+def key_hash(namespace: str, name: str, key: Sequence[str]) -> str:
+    """The unique hash of an actor's address (namespace, name, key)."""
+    raw = json.dumps([namespace, name, list(key)], separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def new_actor_id() -> str:
+    """A random actor id: 20 lower-case hex characters."""
+    return secrets.token_hex(10)
+
+
+def _ms(value: datetime | None) -> int | None:
+    return None if value is None else int(value.timestamp() * 1000)
+
+
+def _record(row: dict[str, Any]) -> ActorRecord:
+    return ActorRecord(
+        actor_id=row["id"],
+        namespace=row["namespace"],
+        name=row["name"],
+        key=tuple(row["key"]),
+        created_ms=_ms(row["created_at"]) or 0,
+        started_ms=_ms(row["started_at"]),
+        slept_ms=_ms(row["slept_at"]),
+        destroyed_ms=_ms(row["destroyed_at"]),
+    )
+
+
+def _bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+class DjangoActorStore(ActorStore):
+    """Actor storage in the Django database, run on a :class:`DatabaseExecutor`."""
+
+    def __init__(self, executor: DatabaseExecutor | None = None, *, threads: int = 1) -> None:
+        self.executor = executor or DatabaseExecutor(threads)
+
+    # -- lookups ----------------------------------------------------------------
+
+    async def get_by_id(self, actor_id: str) -> ActorRecord | None:
+        return await self.executor.run(self._get_by_id, actor_id)
+
+    @staticmethod
+    def _get_by_id(actor_id: str) -> ActorRecord | None:
+        from ..models import Actor
+
+        row = Actor.objects.filter(pk=actor_id).values(*_RECORD_FIELDS).first()
+        return None if row is None else _record(row)
+
+    async def get_by_key(self, namespace: str, name: str, key: Sequence[str]) -> ActorRecord | None:
+        return await self.executor.run(self._get_by_key, namespace, name, key)
+
+    @staticmethod
+    def _get_by_key(namespace: str, name: str, key: Sequence[str]) -> ActorRecord | None:
+        from ..models import Actor
+
+        row = Actor.objects.filter(key_hash=key_hash(namespace, name, key)).values(*_RECORD_FIELDS).first()
+        return None if row is None else _record(row)
+
+    async def list_by_name(self, namespace: str, name: str, limit: int = 1000) -> list[ActorRecord]:
+        return await self.executor.run(self._list_by_name, namespace, name, limit)
+
+    @staticmethod
+    def _list_by_name(namespace: str, name: str, limit: int) -> list[ActorRecord]:
+        from ..models import Actor
+
+        rows = (
+            Actor.objects.filter(namespace=namespace, name=name, destroyed_at__isnull=True)
+            .order_by("created_at")
+            .values(*_RECORD_FIELDS)[:limit]
+        )
+        return [_record(row) for row in rows]
+
+    # -- creation ---------------------------------------------------------------
+
+    async def create(self, namespace: str, name: str, key: Sequence[str], input: bytes | None) -> ActorRecord:
+        return await self.executor.run(self._create, namespace, name, key, input)
+
+    @staticmethod
+    def _create(namespace: str, name: str, key: Sequence[str], input: bytes | None) -> ActorRecord:
+        from ..models import Actor
+
+        now = timezone.now()
+        actor = Actor(
+            id=new_actor_id(),
+            namespace=namespace,
+            name=name,
+            key=list(key),
+            key_hash=key_hash(namespace, name, key),
+            input=input,
+            inspector_token=secrets.token_urlsafe(24),
+            last_active_at=now,
+        )
+        try:
+            with transaction.atomic():
+                actor.save(force_insert=True)
+        except IntegrityError:
+            raise DuplicateKey(f"Actor {name!r} with key {list(key)!r} already exists") from None
+        return _record(
+            {"id": actor.id, "namespace": namespace, "name": name, "key": list(key),
+             "created_at": actor.created_at, "started_at": None, "slept_at": None, "destroyed_at": None}
+        )
+
+    async def get_or_create(
+        self, namespace: str, name: str, key: Sequence[str], input: bytes | None
+    ) -> tuple[ActorRecord, bool]:
+        return await self.executor.run(self._get_or_create, namespace, name, key, input)
+
+    def _get_or_create(
+        self, namespace: str, name: str, key: Sequence[str], input: bytes | None
+    ) -> tuple[ActorRecord, bool]:
+        # Two tries: a concurrent creator on another node can win between the
+        # lookup and the insert; then the second lookup finds its actor.
+        for _ in range(2):
+            record = self._get_by_key(namespace, name, key)
+            if record is not None:
+                return record, False
+            try:
+                return self._create(namespace, name, key, input), True
+            except DuplicateKey:
+                continue
+        raise DuplicateKey(f"Actor {name!r} with key {list(key)!r} is being created concurrently")
+
+    # -- ownership --------------------------------------------------------------
+
+    async def claim(self, actor_id: str, node_id: str, lease_seconds: float) -> ClaimedActor | None:
+        return await self.executor.run(self._claim, actor_id, node_id, lease_seconds)
+
+    @staticmethod
+    def _claim(actor_id: str, node_id: str, lease_seconds: float) -> ClaimedActor | None:
+        from ..models import Actor, ActorStatus
+
+        now = timezone.now()
+        with transaction.atomic():
+            claimable = Q(node__isnull=True) | Q(node=node_id) | Q(lease_expires_at__lt=now)
+            updated = Actor.objects.filter(Q(pk=actor_id), Q(destroyed_at__isnull=True), claimable).update(
+                node=node_id,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                generation=F("generation") + 1,
+                status=ActorStatus.AWAKE,
+                started_at=now,
+                last_active_at=now,
+            )
+            row = (
+                Actor.objects.filter(pk=actor_id)
+                .values(*_RECORD_FIELDS, "generation", "initialized", "state", "input", "node")
+                .first()
+            )
+        if row is None or row["destroyed_at"] is not None:
+            return None
+        if not updated:
+            raise ActorStopping(f"Actor {actor_id} is owned by node {row['node']!r}")
+        return ClaimedActor(
+            record=_record(row),
+            generation=row["generation"],
+            initialized=row["initialized"],
+            state=_bytes(row["state"]),
+            input=_bytes(row["input"]),
+        )
+
+    async def commit(self, writes: Sequence[StateWrite]) -> set[str]:
+        return await self.executor.run(self._commit, writes)
+
+    @staticmethod
+    def _commit(writes: Sequence[StateWrite]) -> set[str]:
+        from ..models import Actor, ActorStatus
+
+        now = timezone.now()
+        fenced: set[str] = set()
+        with transaction.atomic():
+            for write in writes:
+                fields: dict[str, Any] = {"last_active_at": now, **write.extra}
+                if write.state is not None:
+                    fields["state"] = write.state
+                if write.initialized:
+                    fields["initialized"] = True
+                if write.release:
+                    fields.update(status=ActorStatus.SLEEPING, node=None, lease_expires_at=None, slept_at=now)
+                updated = Actor.objects.filter(pk=write.actor_id, generation=write.generation).update(**fields)
+                if not updated:
+                    fenced.add(write.actor_id)
+        return fenced
+
+    async def destroy(self, actor_id: str, generation: int | None) -> bool:
+        return await self.executor.run(self._destroy, actor_id, generation)
+
+    @staticmethod
+    def _destroy(actor_id: str, generation: int | None) -> bool:
+        from ..models import Actor, ActorKV, ActorStatus
+
+        now = timezone.now()
+        with transaction.atomic():
+            query = Actor.objects.filter(pk=actor_id, destroyed_at__isnull=True)
+            if generation is not None:
+                query = query.filter(generation=generation)
+            updated = query.update(
+                key_hash=None,
+                state=None,
+                status=ActorStatus.DESTROYED,
+                node=None,
+                lease_expires_at=None,
+                destroyed_at=now,
+                generation=F("generation") + 1,
+            )
+            if updated:
+                ActorKV.objects.filter(actor_id=actor_id).delete()
+        return bool(updated)
+
+    async def renew_leases(self, node_id: str, actor_ids: Sequence[str], lease_seconds: float) -> set[str]:
+        return await self.executor.run(self._renew_leases, node_id, list(actor_ids), lease_seconds)
+
+    @staticmethod
+    def _renew_leases(node_id: str, actor_ids: list[str], lease_seconds: float) -> set[str]:
+        from ..models import Actor, Node
+
+        now = timezone.now()
+        owned: set[str] = set()
+        with transaction.atomic():
+            for start in range(0, len(actor_ids), 500):
+                chunk = actor_ids[start : start + 500]
+                Actor.objects.filter(pk__in=chunk, node=node_id).update(
+                    lease_expires_at=now + timedelta(seconds=lease_seconds)
+                )
+                owned.update(Actor.objects.filter(pk__in=chunk, node=node_id).values_list("pk", flat=True))
+            Node.objects.filter(pk=node_id).update(heartbeat_at=now)
+        return set(actor_ids) - owned
+
+    async def register_node(self, node_id: str, address: str, version: str) -> None:
+        await self.executor.run(self._register_node, node_id, address, version)
+
+    @staticmethod
+    def _register_node(node_id: str, address: str, version: str) -> None:
+        from ..models import Node
+
+        Node.objects.update_or_create(
+            pk=node_id,
+            defaults={"address": address, "version": version, "heartbeat_at": timezone.now()},
+        )
+
+    async def release_node(self, node_id: str) -> None:
+        await self.executor.run(self._release_node, node_id)
+
+    @staticmethod
+    def _release_node(node_id: str) -> None:
+        from ..models import Actor, ActorStatus, Node
+
+        with transaction.atomic():
+            Actor.objects.filter(node=node_id).update(node=None, lease_expires_at=None, status=ActorStatus.SLEEPING)
+            Node.objects.filter(pk=node_id).delete()
+
+    # -- KV ---------------------------------------------------------------------
+
+    @staticmethod
+    def _check_owner(actor_id: str, generation: int) -> None:
+        from ..models import Actor
+
+        owned = Actor.objects.select_for_update().filter(pk=actor_id, generation=generation).exists()
+        if not owned:
+            raise LostOwnership()
+
+    async def kv_get_many(self, actor_id: str, keys: Sequence[bytes]) -> list[bytes | None]:
+        return await self.executor.run(self._kv_get_many, actor_id, list(keys))
+
+    @staticmethod
+    def _kv_get_many(actor_id: str, keys: list[bytes]) -> list[bytes | None]:
+        from ..models import ActorKV
+
+        found = {bytes(k): bytes(v) for k, v in ActorKV.objects.filter(actor_id=actor_id, key__in=keys).values_list("key", "value")}
+        return [found.get(k) for k in keys]
+
+    async def kv_put_many(self, actor_id: str, generation: int, items: Sequence[tuple[bytes, bytes]]) -> None:
+        await self.executor.run(self._kv_put_many, actor_id, generation, list(items))
+
+    def _kv_put_many(self, actor_id: str, generation: int, items: list[tuple[bytes, bytes]]) -> None:
+        from ..models import ActorKV
+
+        with transaction.atomic():
+            self._check_owner(actor_id, generation)
+            entries = [ActorKV(actor_id=actor_id, key=k, value=v) for k, v in dict(items).items()]
+            ActorKV.objects.bulk_create(
+                entries, update_conflicts=True, unique_fields=["actor", "key"], update_fields=["value"]
+            )
+
+    async def kv_delete_many(self, actor_id: str, generation: int, keys: Sequence[bytes]) -> None:
+        await self.executor.run(self._kv_delete_many, actor_id, generation, list(keys))
+
+    def _kv_delete_many(self, actor_id: str, generation: int, keys: list[bytes]) -> None:
+        from ..models import ActorKV
+
+        with transaction.atomic():
+            self._check_owner(actor_id, generation)
+            ActorKV.objects.filter(actor_id=actor_id, key__in=keys).delete()
+
+    async def kv_list_range(
+        self, actor_id: str, start: bytes, end: bytes | None, limit: int | None = None
+    ) -> list[tuple[bytes, bytes]]:
+        return await self.executor.run(self._kv_list_range, actor_id, start, end, limit)
+
+    @staticmethod
+    def _kv_list_range(actor_id: str, start: bytes, end: bytes | None, limit: int | None) -> list[tuple[bytes, bytes]]:
+        from ..models import ActorKV
+
+        query = ActorKV.objects.filter(actor_id=actor_id, key__gte=start)
+        if end is not None:
+            query = query.filter(key__lt=end)
+        rows = query.order_by("key").values_list("key", "value")
+        if limit is not None:
+            rows = rows[:limit]
+        return [(bytes(k), bytes(v)) for k, v in rows]
+
+    async def kv_delete_range(self, actor_id: str, generation: int, start: bytes, end: bytes | None) -> None:
+        await self.executor.run(self._kv_delete_range, actor_id, generation, start, end)
+
+    def _kv_delete_range(self, actor_id: str, generation: int, start: bytes, end: bytes | None) -> None:
+        from ..models import ActorKV
+
+        with transaction.atomic():
+            self._check_owner(actor_id, generation)
+            query = ActorKV.objects.filter(actor_id=actor_id, key__gte=start)
+            if end is not None:
+                query = query.filter(key__lt=end)
+            query.delete()
+
+    async def close(self) -> None:
+        await self.executor.shutdown()

@@ -1,0 +1,1 @@
+pytest_plugins = ["rivet_django.testing.fixtures"]

@@ -1,0 +1,216 @@
+"""Actors of the test suite; discovered through autodiscovery like a user's app."""
+
+import asyncio
+
+from rivet_django import Actor, UserError, action
+from rivet_django.exceptions import Forbidden
+
+#: Hook calls recorded by LifecycleActor, in order: (actor key, hook name).
+EVENTS: list[tuple[str, str]] = []
+
+
+class Counter(Actor):
+    state = {"count": 0}
+
+    @action
+    def increment(self, amount: int = 1) -> int:
+        self.state["count"] += amount
+        return self.state["count"]
+
+    @action(name="getCount")
+    async def get_count(self) -> int:
+        return self.state["count"]
+
+    @action
+    async def slow_increment(self, amount: int, delay: float) -> int:
+        current = self.state["count"]
+        await asyncio.sleep(delay)
+        self.state["count"] = current + amount
+        return self.state["count"]
+
+    @action
+    def add_kw(self, a: int, *, b: int = 0) -> int:
+        self.state["count"] += a + b
+        return self.state["count"]
+
+
+class Lifecycle(Actor):
+    class Meta:
+        sleep_timeout = 0.3
+
+    def create_state(self, input):
+        EVENTS.append((self.key[0], "create_state"))
+        return {"input": input, "wakes": 0}
+
+    def on_create(self, input):
+        EVENTS.append((self.key[0], "on_create"))
+
+    def create_vars(self):
+        EVENTS.append((self.key[0], "create_vars"))
+        return {"ephemeral": 1}
+
+    async def on_wake(self):
+        EVENTS.append((self.key[0], "on_wake"))
+        self.state["wakes"] += 1
+
+    def on_sleep(self):
+        EVENTS.append((self.key[0], "on_sleep"))
+
+    def on_destroy(self):
+        EVENTS.append((self.key[0], "on_destroy"))
+
+    def on_state_change(self, state):
+        EVENTS.append((self.key[0], "on_state_change"))
+
+    @action
+    def info(self):
+        return {"state": self.state, "vars": self.vars, "id": self.id, "name": self.name,
+                "key": list(self.key), "namespace": self.namespace}
+
+    @action
+    def touch(self):
+        self.state["touched"] = self.state.get("touched", 0) + 1
+        return self.state["touched"]
+
+    @action
+    def go_to_sleep(self):
+        self.sleep()
+        return "ok"
+
+    @action
+    def self_destruct(self):
+        self.destroy()
+        return "bye"
+
+
+class Errors(Actor):
+    state = {"value": 1}
+
+    @action
+    def user_error(self):
+        raise UserError("nope", code="custom_code", metadata={"why": "because"})
+
+    @action
+    def forbidden(self):
+        raise Forbidden()
+
+    @action
+    def internal(self):
+        raise ValueError("database password is hunter2")
+
+    @action
+    def bad_state(self):
+        self.state["value"] = 2
+        self.state["bad"] = object()
+        return "unreachable"
+
+    @action
+    def bad_output(self):
+        return object()
+
+    @action
+    def value(self):
+        return self.state["value"]
+
+    @action
+    async def slow(self, seconds: float):
+        await asyncio.sleep(seconds)
+        return "done"
+
+    @action
+    def big(self, size: int):
+        return "x" * size
+
+    class Meta:
+        action_timeout = 0.5
+
+
+class Throttled(Actor):
+    state = {"n": 0}
+
+    class Meta:
+        durability = "throttled"
+        state_save_interval = 0.2
+
+    @action
+    def bump(self):
+        self.state["n"] += 1
+        return self.state["n"]
+
+
+class Stateless(Actor):
+    @action
+    def ping(self):
+        return "pong"
+
+    @action
+    def read_state(self):
+        return self.state
+
+
+class Storage(Actor):
+    state = {}
+
+    @action
+    async def kv_put(self, key, value):
+        await self.kv.put(key, value)
+
+    @action
+    async def kv_get(self, key):
+        return await self.kv.get(key)
+
+    @action
+    async def kv_list(self, prefix):
+        return await self.kv.list(prefix)
+
+    @action
+    async def kv_delete(self, key):
+        await self.kv.delete(key)
+
+    @action
+    def set_state(self, value):
+        self.state["value"] = value
+
+    @action
+    def get_state(self):
+        return self.state.get("value")
+
+
+class NoSleep(Actor):
+    state = {"n": 0}
+
+    class Meta:
+        no_sleep = True
+        sleep_timeout = 0.1
+
+    @action
+    def bump(self):
+        self.state["n"] += 1
+        return self.state["n"]
+
+
+class Connecting(Actor):
+    """Runs connect hooks on stateless HTTP calls (PROTOCOL.md section 6)."""
+
+    state = {"connects": 0, "disconnects": 0}
+
+    def on_before_connect(self, params):
+        if isinstance(params, dict) and params.get("deny"):
+            raise Forbidden()
+
+    def create_conn_state(self, params):
+        return {"user": (params or {}).get("user", "anon") if isinstance(params, dict) else "anon"}
+
+    def on_connect(self, conn):
+        self.state["connects"] += 1
+
+    def on_disconnect(self, conn):
+        self.state["disconnects"] += 1
+
+    @action
+    def whoami(self):
+        return {"user": self.conn.state["user"], "conns": len(self.conns), "params": self.conn.params}
+
+    @action
+    def counts(self):
+        return dict(self.state)
