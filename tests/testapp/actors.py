@@ -9,6 +9,10 @@ from rivet_django.exceptions import Forbidden
 EVENTS: list[tuple[str, str]] = []
 
 
+def _k(actor) -> str:
+    return actor.key[0] if actor.key else ""
+
+
 class Counter(Actor):
     state = {"count": 0}
 
@@ -29,6 +33,10 @@ class Counter(Actor):
         return self.state["count"]
 
     @action
+    def echo(self, *values):
+        return {"values": list(values), "types": [type(v).__name__ for v in values]}
+
+    @action
     def add_kw(self, a: int, *, b: int = 0) -> int:
         self.state["count"] += a + b
         return self.state["count"]
@@ -39,28 +47,28 @@ class Lifecycle(Actor):
         sleep_timeout = 0.3
 
     def create_state(self, input):
-        EVENTS.append((self.key[0], "create_state"))
+        EVENTS.append((_k(self), "create_state"))
         return {"input": input, "wakes": 0}
 
     def on_create(self, input):
-        EVENTS.append((self.key[0], "on_create"))
+        EVENTS.append((_k(self), "on_create"))
 
     def create_vars(self):
-        EVENTS.append((self.key[0], "create_vars"))
+        EVENTS.append((_k(self), "create_vars"))
         return {"ephemeral": 1}
 
     async def on_wake(self):
-        EVENTS.append((self.key[0], "on_wake"))
+        EVENTS.append((_k(self), "on_wake"))
         self.state["wakes"] += 1
 
     def on_sleep(self):
-        EVENTS.append((self.key[0], "on_sleep"))
+        EVENTS.append((_k(self), "on_sleep"))
 
     def on_destroy(self):
-        EVENTS.append((self.key[0], "on_destroy"))
+        EVENTS.append((_k(self), "on_destroy"))
 
     def on_state_change(self, state):
-        EVENTS.append((self.key[0], "on_state_change"))
+        EVENTS.append((_k(self), "on_state_change"))
 
     @action
     def info(self):
