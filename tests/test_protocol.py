@@ -160,7 +160,10 @@ def test_cbor_round_trip(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(VALUES))
 def test_action_output_round_trip(encoding: Any, name: str) -> None:
     value = VALUES[name]
-    assert decode_action_response(encoding, encode_action_response(encoding, value)) == value
+    assert (
+        decode_action_response(encoding, encode_action_response(encoding, value))
+        == value
+    )
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
@@ -225,7 +228,14 @@ def test_json_revives_every_tag() -> None:
             ["$Set", [1, ["$BigInt", "2"]]],
             ["$$Set", [1]],
         ]
-    ) == [-123456789012345678901234567890, b"\x01\x02", b"\x01\x02", None, {1, 2}, ["$Set", [1]]]
+    ) == [
+        -123456789012345678901234567890,
+        b"\x01\x02",
+        b"\x01\x02",
+        None,
+        {1, 2},
+        ["$Set", [1]],
+    ]
 
 
 def test_json_non_string_keys_become_js_property_names() -> None:
@@ -275,7 +285,7 @@ def test_set_with_unhashable_items_arrives_as_a_list() -> None:
         (2**60, "1b 1000000000000000"),
         (-(2**63), "3b 7fffffffffffffff"),
         # Beyond 64 bits they are tagged like encodeCborCompat tags a BigInt.
-        (2**64, '82 67 24426967496e74 74 3138343436373434303733373039353531363136'),
+        (2**64, "82 67 24426967496e74 74 3138343436373434303733373039353531363136"),
         (1.5, "fb 3ff8000000000000"),
         (b"\x01\x02", "82 6b 2455696e74384172726179 64 4151493d"),
         ({1: "a"}, "d9 0103 a1 01 6161"),
@@ -451,7 +461,10 @@ def test_bare_queue_golden() -> None:
     assert encode_queue_send_request("bare", request) == official
     assert decode_queue_send_request("bare", official) == (request, 4)
     response = _hex("0400 09 636f6d706c65746564 01 05 64646f6e65")
-    assert encode_queue_send_response("bare", "completed", "done", has_response=True) == response
+    assert (
+        encode_queue_send_response("bare", "completed", "done", has_response=True)
+        == response
+    )
     assert decode_queue_send_response("bare", response) == ("completed", "done")
 
 
@@ -494,7 +507,9 @@ def test_bare_args_are_normalized_too() -> None:
 
 
 def test_json_error_omits_missing_metadata() -> None:
-    assert encode_error("json", "actor", "internal_error", "An internal error occurred") == (
+    assert encode_error(
+        "json", "actor", "internal_error", "An internal error occurred"
+    ) == (
         b'{"group":"actor","code":"internal_error","message":"An internal error occurred"}'
     )
     assert json_loads(encode_error("json", "user", "c", "m", {"big": 2**64})) == {
@@ -525,7 +540,10 @@ def test_queue_round_trip(encoding: Any) -> None:
         QueueSendRequest(body=None),
     ]:
         encoded = encode_queue_send_request(encoding, request)
-        assert decode_queue_send_request(encoding, encoded) == (request, CURRENT_VERSION)
+        assert decode_queue_send_request(encoding, encoded) == (
+            request,
+            CURRENT_VERSION,
+        )
     for status, response, has_response, expected in [
         ("completed", {"ok": True}, True, {"ok": True}),
         ("completed", None, True, None),
@@ -544,7 +562,9 @@ def test_json_queue_response_fields() -> None:
     request, _ = decode_queue_send_request(
         "json", b'{"body":{"x":1},"wait":true,"timeout":1500,"name":"jobs"}'
     )
-    assert request == QueueSendRequest(body={"x": 1}, name="jobs", wait=True, timeout_ms=1500)
+    assert request == QueueSendRequest(
+        body={"x": 1}, name="jobs", wait=True, timeout_ms=1500
+    )
 
 
 # --------------------------------------------------------------------------
@@ -592,7 +612,9 @@ def test_ws_cbor_decodes_the_official_action_request() -> None:
         " 63 76616c b90003 62 6964 1b 0000000000000007 64 6e616d65 63 616464"
         " 64 61726773 83 01 d840 41 01 d90102 81 01"
     )
-    assert decode_to_server("cbor", official) == ActionRequest(7, "add", [1, b"\x01", {1}])
+    assert decode_to_server("cbor", official) == ActionRequest(
+        7, "add", [1, b"\x01", {1}]
+    )
 
 
 @pytest.mark.parametrize(
@@ -601,7 +623,10 @@ def test_ws_cbor_decodes_the_official_action_request() -> None:
         (ActionResponse(id=7, output=42), "0400 02 07 02 182a"),
         (ActionResponse(id=300, output=42), "0400 02 ac02 02 182a"),
         (Init(actor_id="a1", connection_id="c1"), "0400 00 02 6131 02 6331"),
-        (ErrorMessage("user", "c", "m", None, 3), "0400 01 04 75736572 01 63 01 6d 00 01 03 00"),
+        (
+            ErrorMessage("user", "c", "m", None, 3),
+            "0400 01 04 75736572 01 63 01 6d 00 01 03 00",
+        ),
         (Event(name="tick", args=[1, "x"]), "0400 03 04 7469636b 04 82 01 6178"),
     ],
 )
@@ -614,8 +639,14 @@ def test_ws_bare_to_client_golden(message: ToClient, official: str) -> None:
 @pytest.mark.parametrize(
     ("message", "official"),
     [
-        (ActionRequest(id=1, name="increment", args=[5]), "0400 00 01 09 696e6372656d656e74 02 81 05"),
-        (SubscriptionRequest(event_name="tick", subscribe=True), "0400 01 04 7469636b 01"),
+        (
+            ActionRequest(id=1, name="increment", args=[5]),
+            "0400 00 01 09 696e6372656d656e74 02 81 05",
+        ),
+        (
+            SubscriptionRequest(event_name="tick", subscribe=True),
+            "0400 01 04 7469636b 01",
+        ),
     ],
 )
 def test_ws_bare_to_server_golden(message: ToServer, official: str) -> None:
@@ -625,8 +656,12 @@ def test_ws_bare_to_server_golden(message: ToServer, official: str) -> None:
 
 def test_ws_bare_older_versions() -> None:
     # v1 Init still carried a connection token (official bytes).
-    assert decode_to_client("bare", _hex("0100 00 02 6131 02 6331 00")) == Init("a1", "c1")
-    assert encode_to_client("bare", Init("a1", "c1"), version=1).hex() == "01000002613102633100"
+    assert decode_to_client("bare", _hex("0100 00 02 6131 02 6331 00")) == Init(
+        "a1", "c1"
+    )
+    assert encode_to_client("bare", Init("a1", "c1"), version=1) == _hex(
+        "0100 00 02 6131 02 6331 00"
+    )
     # Before v4 an Error has no `actor` field.
     error = ErrorMessage("g", "c", "m", {"k": 1}, 5)
     v3 = encode_to_client("bare", error, version=3)
@@ -742,8 +777,10 @@ def test_malformed_bare_to_client() -> None:
         '{"body": {"tag": "ActionRequest", "val": {"id": 7.5, "name": "a", "args": []}}}',
         '{"body": {"tag": "ActionRequest", "val": {"id": -1, "name": "a", "args": []}}}',
         '{"body": {"tag": "ActionRequest", "val": {"id": true, "name": "a", "args": []}}}',
-        '{"body": {"tag": "ActionRequest", "val": {"id": ["$BigInt", "18446744073709551616"],'
-        ' "name": "a", "args": []}}}',
+        (
+            '{"body": {"tag": "ActionRequest", "val": {"id": ["$BigInt", "18446744073709551616"],'
+            ' "name": "a", "args": []}}}'
+        ),
         '{"body": {"tag": "ActionRequest", "val": {"id": ["$BigInt", "1"], "name": 5, "args": []}}}',
         '{"body": {"tag": "SubscriptionRequest", "val": {"eventName": "e", "subscribe": 1}}}',
         '{"body": {"tag": "ActionRequest", "val": {"id": ["$BigInt", "x"], "name": "a"}}}',
@@ -758,7 +795,9 @@ def test_malformed_json_frames(frame: str) -> None:
 def test_malformed_cbor_frames() -> None:
     # Short id (a JS number, not a BigInt) is still an int and accepted; but
     # a string id, garbage, trailing bytes and text frames are not.
-    bad_id = cbor_dumps({"body": {"tag": "ActionRequest", "val": {"id": "7", "name": "a"}}})
+    bad_id = cbor_dumps(
+        {"body": {"tag": "ActionRequest", "val": {"id": "7", "name": "a"}}}
+    )
     for frame in [b"", b"\xff", b"\xa1", bad_id, cbor_dumps({"body": 1}) + b"\x00"]:
         with pytest.raises(InvalidRequest):
             decode_to_server("cbor", frame)

@@ -222,3 +222,59 @@ class Connecting(Actor):
     @action
     def counts(self):
         return dict(self.state)
+
+
+class Features(Actor):
+    """Exercises the rest of the actor context API."""
+
+    state = {"saved": 0, "background": 0}
+
+    class Meta:
+        durability = "throttled"
+        state_save_interval = 60
+
+    @action
+    async def save_now(self):
+        self.state["saved"] += 1
+        await self.save_state(immediate=True)
+        return self.state["saved"]
+
+    @action
+    def start_background(self, seconds: float):
+        async def work():
+            await asyncio.sleep(seconds)
+            self.state["background"] += 1
+
+        self.keep_awake(work())
+        return "started"
+
+    @action
+    def background_done(self):
+        return self.state["background"]
+
+    @action
+    def set_prevent_sleep(self, value: bool):
+        self.prevent_sleep = value
+        return self.prevent_sleep
+
+    @action
+    def log_something(self, message: str):
+        self.log.warning("custom %s", message)
+        return True
+
+    @action
+    def secret(self):
+        return {"password": "hunter2", "user": "ann"}
+
+    def on_before_action_response(self, name, args, output):
+        if name == "secret":
+            return {k: v for k, v in output.items() if k != "password"}
+        return output
+
+    @action
+    async def call_other(self, key: str, amount: int):
+        return await self.client().counter.get_or_create([key]).increment(amount)
+
+    @action
+    async def call_self(self):
+        return await self.client().features.get_for_id(self.id).background_done()

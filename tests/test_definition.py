@@ -1,0 +1,173 @@
+"""Declaring actors: definitions, Meta options, actions, registry, autodiscovery, checks."""
+
+from __future__ import annotations
+
+import pytest
+from django.core import checks
+
+from rivet_django import Actor, action, event, queue
+from rivet_django.exceptions import ActorNotFound, AlreadyRegistered
+from rivet_django.registry import ActorRegistry, actors
+
+
+def _cleanup(*names: str) -> None:
+    for name in names:
+        actors.unregister(name)
+
+
+def test_autodiscovery_registered_the_test_apps_actors():
+    # tests/testapp/actors.py was imported by AppConfig.ready, not by this test.
+    assert {"counter", "lifecycle", "errors", "throttled", "storage"} <= set(actors.names())
+    assert actors.get("counter").cls.__module__ == "tests.testapp.actors"
+
+
+def test_default_name_actions_and_state():
+    class ChatRoom(Actor):
+        state = {"messages": []}
+        vars = {"typing": set()}
+        conn_state = {"user": None}
+        events = {"message": event()}
+        queues = {"jobs": queue(max_size=5)}
+
+        @action
+        def send(self, text: str) -> None: ...
+
+        @action(name="getHistory")
+        async def get_history(self) -> list: ...
+
+        def helper(self) -> None: ...
+
+    try:
+        definition = actors.get("chatRoom")
+        assert definition.cls is ChatRoom
+        assert set(definition.actions) == {"send", "getHistory"}
+        assert definition.actions["getHistory"].attr == "get_history"
+        assert definition.actions["getHistory"].is_async and not definition.actions["send"].is_async
+        assert definition.initial_state == {"messages": []}
+        assert definition.make_initial_vars() == {"typing": set()}
+        assert definition.make_initial_conn_state() == {"user": None}
+        assert definition.events["message"].can_subscribe is None
+        assert definition.queues["jobs"].max_size == 5
+        # The class attribute moved into the definition; each actor gets a deep copy.
+        assert isinstance(ChatRoom.__dict__.get("state", None), type(None))
+        first = definition.make_initial_state(None, None)
+        first["messages"].append(1)
+        assert definition.make_initial_state(None, None) == {"messages": []}
+        assert definition.options.sleep_timeout == 30 and definition.options.durability == "commit"
+    finally:
+        _cleanup("chatRoom")
+
+
+def test_meta_options_and_abstract_and_inheritance():
+    class Base(Actor):
+        state = {"n": 0}
+
+        class Meta:
+            abstract = True
+
+        @action
+        def bump(self) -> int:
+            self.state["n"] += 1
+            return self.state["n"]
+
+    class Child(Base):
+        class Meta:
+            name = "child-actor"
+            sleep_timeout = 5
+            durability = "throttled"
+            action_timeout = None
+
+        @action
+        def extra(self) -> None: ...
+
+    try:
+        assert "base" not in actors
+        definition = actors.get("child-actor")
+        assert set(definition.actions) == {"bump", "extra"}
+        assert definition.initial_state == {"n": 0}
+        assert definition.options.sleep_timeout == 5
+        assert definition.options.durability == "throttled"
+        assert definition.options.action_timeout is None
+    finally:
+        _cleanup("child-actor")
+
+
+def test_bad_meta_options_fail_at_class_creation():
+    with pytest.raises(TypeError, match="sleep_timout"):
+
+        class Typo(Actor):
+            class Meta:
+                sleep_timout = 3
+
+    with pytest.raises(ValueError, match="durability"):
+
+        class BadDurability(Actor):
+            class Meta:
+                durability = "sometimes"
+
+
+def test_duplicate_names_are_a_system_check_error():
+    class First(Actor):
+        class Meta:
+            name = "dupe"
+
+    class Second(Actor):
+        class Meta:
+            name = "dupe"
+
+    try:
+        errors = [e for e in checks.run_checks() if e.id == "rivet_django.E001"]
+        assert len(errors) == 1
+        assert "dupe" in errors[0].msg and "First" in errors[0].msg and "Second" in errors[0].msg
+        assert errors[0].hint
+        with pytest.raises(AlreadyRegistered):
+            actors.register(Second)
+    finally:
+        _cleanup("dupe")
+
+
+def test_registry_lookup_errors():
+    registry = ActorRegistry()
+    with pytest.raises(ActorNotFound):
+        registry.get("nothing")
+    assert "nothing" not in registry and len(registry) == 0
+
+
+def test_settings_checks(settings):
+    settings.RIVET = {"SCHEDULER": "cron-tab", "NOT_A_SETTING": 1}
+    ids = {m.id for m in checks.run_checks()}
+    assert {"rivet_django.E003", "rivet_django.E004"} <= ids
+    settings.RIVET = {}
+    ids = {m.id for m in checks.run_checks()}
+    assert not ids & {"rivet_django.E003", "rivet_django.E004"}
+
+
+def test_redis8_without_socket_timeout_check(settings, monkeypatch):
+    import redis
+
+    monkeypatch.setattr(redis, "__version__", "8.1.0")
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": ["redis://127.0.0.1:6379"]}}
+    }
+    assert "rivet_django.E006" in {m.id for m in checks.run_checks()}
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [{"address": "redis://127.0.0.1:6379", "socket_timeout": None}]
+    assert "rivet_django.E006" not in {m.id for m in checks.run_checks()}
+
+
+def test_settings_defaults_and_override(settings):
+    from rivet_django.conf import rivet_settings
+
+    assert rivet_settings.NAMESPACE == "default"
+    settings.RIVET = {"NAMESPACE": "other"}
+    assert rivet_settings.NAMESPACE == "other"
+    with pytest.raises(AttributeError):
+        rivet_settings.NO_SUCH_SETTING  # noqa: B018
+
+
+def test_importing_the_package_does_not_import_models():
+    import subprocess
+    import sys
+
+    code = "import rivet_django, sys; assert 'rivet_django.models' not in sys.modules; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr
