@@ -469,8 +469,11 @@ def test_constructor_arguments() -> None:
         AsyncClient()
     with pytest.raises(ValueError):
         AsyncClient(ENDPOINT, encoding="xml")
-    with pytest.raises(NotImplementedError):
-        Client.local()
+    local = Client.local()
+    try:
+        assert type(local.transport).__name__ == "LocalTransport"
+    finally:
+        local.close()
 
 
 def test_sync_client_from_script_and_from_a_loop_worker_thread() -> None:

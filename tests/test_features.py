@@ -12,7 +12,7 @@ from django.db import connection
 from django.test import AsyncClient as DjangoAsyncClient
 
 from rivet_django import protocol
-from rivet_django.client import ActorError, AsyncClient, Client
+from rivet_django.client import ActorError, Client
 from rivet_django.exceptions import ActorStopping
 from rivet_django.models import Actor as ActorRow
 from rivet_django.runtime import serde

@@ -160,10 +160,7 @@ def test_cbor_round_trip(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(VALUES))
 def test_action_output_round_trip(encoding: Any, name: str) -> None:
     value = VALUES[name]
-    assert (
-        decode_action_response(encoding, encode_action_response(encoding, value))
-        == value
-    )
+    assert decode_action_response(encoding, encode_action_response(encoding, value)) == value
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
@@ -198,9 +195,7 @@ def test_unsupported_values_raise_type_error() -> None:
 
 
 def test_json_tags_values_json_lacks() -> None:
-    assert to_json_compat(
-        [2**70, b"\x01\x02", {7}, ["$x", 1], 5, 2**53 - 1, 2**53]
-    ) == [
+    assert to_json_compat([2**70, b"\x01\x02", {7}, ["$x", 1], 5, 2**53 - 1, 2**53]) == [
         ["$BigInt", "1180591620717411303424"],
         ["$Uint8Array", "AQI="],
         ["$Set", [7]],
@@ -250,10 +245,7 @@ def test_json_non_string_keys_become_js_property_names() -> None:
 
 def test_json_decodes_the_official_action_request() -> None:
     # Official: jsonStringifyCompat({args: [1, "a", 2n**70n, Uint8Array[1,2], ["$x", 1]]})
-    body = (
-        b'{"args":[1,"a",["$BigInt","1180591620717411303424"],'
-        b'["$Uint8Array","AQI="],["$$x",1]]}'
-    )
+    body = b'{"args":[1,"a",["$BigInt","1180591620717411303424"],["$Uint8Array","AQI="],["$$x",1]]}'
     args, version = decode_action_request("json", body)
     assert args == [1, "a", 2**70, b"\x01\x02", ["$x", 1]]
     assert version == CURRENT_VERSION
@@ -425,16 +417,12 @@ def test_bare_action_response_golden() -> None:
     assert encode_action_response("bare", ["a", 1.5, None, True]) == official
     assert decode_action_response("bare", official) == ["a", 1.5, None, True]
     # A JS server writes objects with cbor-x's b9 header.
-    assert decode_action_response("bare", _hex("0400 0a b90001 65636f756e74 05")) == {
-        "count": 5
-    }
+    assert decode_action_response("bare", _hex("0400 0a b90001 65636f756e74 05")) == {"count": 5}
 
 
 def test_bare_error_golden() -> None:
     # Official v4: the trailing 00 is the absent `actor` ActorSpecifier.
-    official_v4 = _hex(
-        "0400 05 6163746f72 09 6e6f745f666f756e64 0f 4163746f72206e6f7420666f756e64 00 00"
-    )
+    official_v4 = _hex("0400 05 6163746f72 09 6e6f745f666f756e64 0f 4163746f72206e6f7420666f756e64 00 00")
     assert encode_error("bare", "actor", "not_found", "Actor not found") == official_v4
     # Official v3 (no `actor` field), with metadata {n: 1}.
     official_v3 = _hex("0300 04 75736572 04 626f6f6d 04 426f6f6d 01 06 b90001 616e 01")
@@ -461,10 +449,7 @@ def test_bare_queue_golden() -> None:
     assert encode_queue_send_request("bare", request) == official
     assert decode_queue_send_request("bare", official) == (request, 4)
     response = _hex("0400 09 636f6d706c65746564 01 05 64646f6e65")
-    assert (
-        encode_queue_send_response("bare", "completed", "done", has_response=True)
-        == response
-    )
+    assert encode_queue_send_response("bare", "completed", "done", has_response=True) == response
     assert decode_queue_send_response("bare", response) == ("completed", "done")
 
 
@@ -507,9 +492,7 @@ def test_bare_args_are_normalized_too() -> None:
 
 
 def test_json_error_omits_missing_metadata() -> None:
-    assert encode_error(
-        "json", "actor", "internal_error", "An internal error occurred"
-    ) == (
+    assert encode_error("json", "actor", "internal_error", "An internal error occurred") == (
         b'{"group":"actor","code":"internal_error","message":"An internal error occurred"}'
     )
     assert json_loads(encode_error("json", "user", "c", "m", {"big": 2**64})) == {
@@ -559,12 +542,8 @@ def test_json_queue_response_fields() -> None:
         b'{"status":"completed","response":null}'
     )
     # The JS client sends `timeout` as a plain number of milliseconds.
-    request, _ = decode_queue_send_request(
-        "json", b'{"body":{"x":1},"wait":true,"timeout":1500,"name":"jobs"}'
-    )
-    assert request == QueueSendRequest(
-        body={"x": 1}, name="jobs", wait=True, timeout_ms=1500
-    )
+    request, _ = decode_queue_send_request("json", b'{"body":{"x":1},"wait":true,"timeout":1500,"name":"jobs"}')
+    assert request == QueueSendRequest(body={"x": 1}, name="jobs", wait=True, timeout_ms=1500)
 
 
 # --------------------------------------------------------------------------
@@ -593,8 +572,7 @@ def test_ws_json_ids_are_tagged_bigints() -> None:
     )
     # `actionId` is nullable but required by the client's schema.
     assert encode_to_client("json", ErrorMessage("auth", "forbidden", "no")) == (
-        '{"body":{"tag":"Error","val":{"group":"auth","code":"forbidden",'
-        '"message":"no","actionId":null}}}'
+        '{"body":{"tag":"Error","val":{"group":"auth","code":"forbidden","message":"no","actionId":null}}}'
     )
     # Official: the JS client's json ActionRequest.
     official = (
@@ -612,9 +590,7 @@ def test_ws_cbor_decodes_the_official_action_request() -> None:
         " 63 76616c b90003 62 6964 1b 0000000000000007 64 6e616d65 63 616464"
         " 64 61726773 83 01 d840 41 01 d90102 81 01"
     )
-    assert decode_to_server("cbor", official) == ActionRequest(
-        7, "add", [1, b"\x01", {1}]
-    )
+    assert decode_to_server("cbor", official) == ActionRequest(7, "add", [1, b"\x01", {1}])
 
 
 @pytest.mark.parametrize(
@@ -656,12 +632,8 @@ def test_ws_bare_to_server_golden(message: ToServer, official: str) -> None:
 
 def test_ws_bare_older_versions() -> None:
     # v1 Init still carried a connection token (official bytes).
-    assert decode_to_client("bare", _hex("0100 00 02 6131 02 6331 00")) == Init(
-        "a1", "c1"
-    )
-    assert encode_to_client("bare", Init("a1", "c1"), version=1) == _hex(
-        "0100 00 02 6131 02 6331 00"
-    )
+    assert decode_to_client("bare", _hex("0100 00 02 6131 02 6331 00")) == Init("a1", "c1")
+    assert encode_to_client("bare", Init("a1", "c1"), version=1) == _hex("0100 00 02 6131 02 6331 00")
     # Before v4 an Error has no `actor` field.
     error = ErrorMessage("g", "c", "m", {"k": 1}, 5)
     v3 = encode_to_client("bare", error, version=3)
@@ -795,9 +767,7 @@ def test_malformed_json_frames(frame: str) -> None:
 def test_malformed_cbor_frames() -> None:
     # Short id (a JS number, not a BigInt) is still an int and accepted; but
     # a string id, garbage, trailing bytes and text frames are not.
-    bad_id = cbor_dumps(
-        {"body": {"tag": "ActionRequest", "val": {"id": "7", "name": "a"}}}
-    )
+    bad_id = cbor_dumps({"body": {"tag": "ActionRequest", "val": {"id": "7", "name": "a"}}})
     for frame in [b"", b"\xff", b"\xa1", bad_id, cbor_dumps({"body": 1}) + b"\x00"]:
         with pytest.raises(InvalidRequest):
             decode_to_server("cbor", frame)

@@ -527,7 +527,7 @@ class HttpTransport(Transport):
                 error.get("metadata"),
                 status_code=response.status_code,
             )
-        except Exception:  # noqa: BLE001 - any undecodable body falls back to its text
+        except Exception:
             text = response.content.decode("utf-8", errors="replace")
             return HttpRequestError(
                 f"{response.reason_phrase} ({response.status_code}): {text}",

@@ -187,9 +187,7 @@ def split_version(body: bytes, supported: Collection[int]) -> tuple[int, bytes]:
     raises :class:`InvalidRequest`.
     """
     if len(body) < 2:
-        raise InvalidRequest(
-            "Invalid BARE message: payload too short for embedded version"
-        )
+        raise InvalidRequest("Invalid BARE message: payload too short for embedded version")
     version = int.from_bytes(body[:2], "little")
     if version not in supported:
         raise InvalidRequest(f"Unsupported client protocol version {version}")

@@ -163,9 +163,7 @@ def decode_action_request(encoding: Encoding, body: bytes) -> tuple[list[Any], i
     return _normalize_args(obj.get("args")), CURRENT_VERSION
 
 
-def encode_action_request(
-    encoding: Encoding, args: Sequence[Any], version: int = CURRENT_VERSION
-) -> bytes:
+def encode_action_request(encoding: Encoding, args: Sequence[Any], version: int = CURRENT_VERSION) -> bytes:
     """Write an action call body (client side)."""
     values = list(args)
     if encoding == "bare":
@@ -176,9 +174,7 @@ def encode_action_request(
     return structured_dumps(encoding, lambda convert: {"args": convert(values)})
 
 
-def encode_action_response(
-    encoding: Encoding, output: Any, version: int = CURRENT_VERSION
-) -> bytes:
+def encode_action_response(encoding: Encoding, output: Any, version: int = CURRENT_VERSION) -> bytes:
     """Write the 200 answer of an action call."""
     if encoding == "bare":
         check_version(version, VERSIONS)
@@ -275,9 +271,7 @@ def _timeout_ms(value: Any) -> int | None:
     return int(value)
 
 
-def decode_queue_send_request(
-    encoding: Encoding, body: bytes
-) -> tuple[QueueSendRequest, int]:
+def decode_queue_send_request(encoding: Encoding, body: bytes) -> tuple[QueueSendRequest, int]:
     """Parse a ``POST .../queue/{name}`` body into a request and its BARE version."""
     if encoding == "bare":
         version, reader = _bare_body(body, QUEUE_VERSIONS)
@@ -286,9 +280,7 @@ def decode_queue_send_request(
         wait = reader.optional(reader.boolean)
         timeout = reader.optional(reader.u64)
         reader.finish()
-        request = QueueSendRequest(
-            body=cbor_loads(raw), name=name, wait=bool(wait), timeout_ms=timeout
-        )
+        request = QueueSendRequest(body=cbor_loads(raw), name=name, wait=bool(wait), timeout_ms=timeout)
         return request, version
     obj = structured_loads(encoding, body)
     name = obj.get("name")
@@ -306,9 +298,7 @@ def decode_queue_send_request(
     return request, CURRENT_VERSION
 
 
-def encode_queue_send_request(
-    encoding: Encoding, request: QueueSendRequest, version: int = CURRENT_VERSION
-) -> bytes:
+def encode_queue_send_request(encoding: Encoding, request: QueueSendRequest, version: int = CURRENT_VERSION) -> bytes:
     """Write a queue send body (client side)."""
     if encoding == "bare":
         check_version(version, QUEUE_VERSIONS)

@@ -26,12 +26,7 @@ def serialize_key(parts: Sequence[str]) -> str:
     """The REST string form of a key: ``["k1", "a/b"]`` -> ``k1/a\\/b``."""
     if not parts:
         return EMPTY_KEY
-    escaped = [
-        _EMPTY_PART
-        if part == ""
-        else part.replace(_ESCAPE, _ESCAPE * 2).replace("/", "\\/")
-        for part in parts
-    ]
+    escaped = [_EMPTY_PART if part == "" else part.replace(_ESCAPE, _ESCAPE * 2).replace("/", "\\/") for part in parts]
     return _SEPARATOR.join(escaped)
 
 

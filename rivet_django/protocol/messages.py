@@ -141,9 +141,7 @@ def _binary(data: bytes | str) -> bytes:
 
 def _wire_id(encoding: Encoding, value: int) -> Any:
     if not 0 <= value < _U64_LIMIT:
-        raise ValueError(
-            f"message id {value} does not fit in an unsigned 64-bit integer"
-        )
+        raise ValueError(f"message id {value} does not fit in an unsigned 64-bit integer")
     if encoding == "json":
         return ["$BigInt", str(value)]
     return FixedUint64(value)
@@ -151,14 +149,8 @@ def _wire_id(encoding: Encoding, value: int) -> Any:
 
 def _read_id(value: Any, name: str) -> int:
     # After reviving, a ["$BigInt", "7"] or an 8-byte CBOR int is a Python int.
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or not 0 <= value < _U64_LIMIT
-    ):
-        raise InvalidRequest(
-            f"Invalid message: `{name}` must be an unsigned 64-bit integer"
-        )
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _U64_LIMIT:
+        raise InvalidRequest(f"Invalid message: `{name}` must be an unsigned 64-bit integer")
     return value
 
 
@@ -193,9 +185,7 @@ def _envelope(data: bytes | str, encoding: Encoding) -> tuple[str, dict[str, Any
 # --------------------------------------------------------------------------
 
 
-def _to_client_val(
-    encoding: Encoding, message: ToClient, convert: Converter
-) -> tuple[str, dict[str, Any]]:
+def _to_client_val(encoding: Encoding, message: ToClient, convert: Converter) -> tuple[str, dict[str, Any]]:
     if isinstance(message, Init):
         return "Init", {
             "actorId": message.actor_id,
@@ -210,9 +200,7 @@ def _to_client_val(
         if message.metadata is not None:
             val["metadata"] = convert(message.metadata)
         # `actionId` is nullable but not optional in the client's schema.
-        val["actionId"] = (
-            None if message.action_id is None else _wire_id(encoding, message.action_id)
-        )
+        val["actionId"] = None if message.action_id is None else _wire_id(encoding, message.action_id)
         return "Error", val
     if isinstance(message, ActionResponse):
         return "ActionResponse", {
@@ -222,9 +210,7 @@ def _to_client_val(
     return "Event", {"name": message.name, "args": convert(list(message.args))}
 
 
-def encode_to_client(
-    encoding: Encoding, message: ToClient, version: int = CURRENT_VERSION
-) -> bytes | str:
+def encode_to_client(encoding: Encoding, message: ToClient, version: int = CURRENT_VERSION) -> bytes | str:
     """Encode a server message: ``str`` for a json text frame, else ``bytes``."""
     if encoding != "bare":
 
@@ -263,9 +249,7 @@ def encode_to_client(
     return with_version(version, writer.getvalue())
 
 
-def decode_to_client(
-    encoding: Encoding, data: bytes | str, version: int = CURRENT_VERSION
-) -> ToClient:
+def decode_to_client(encoding: Encoding, data: bytes | str, version: int = CURRENT_VERSION) -> ToClient:
     """Decode a server message (client side).
 
     A bare frame names its own version in its prefix, which is what gets
@@ -274,9 +258,7 @@ def decode_to_client(
     if encoding != "bare":
         tag, val = _envelope(data, encoding)
         if tag == "Init":
-            return Init(
-                actor_id=_str(val, "actorId"), connection_id=_str(val, "connectionId")
-            )
+            return Init(actor_id=_str(val, "actorId"), connection_id=_str(val, "connectionId"))
         if tag == "Error":
             raw_action_id = val.get("actionId")
             return ErrorMessage(
@@ -284,14 +266,10 @@ def decode_to_client(
                 code=_str(val, "code"),
                 message=_str(val, "message"),
                 metadata=val.get("metadata"),
-                action_id=None
-                if raw_action_id is None
-                else _read_id(raw_action_id, "actionId"),
+                action_id=None if raw_action_id is None else _read_id(raw_action_id, "actionId"),
             )
         if tag == "ActionResponse":
-            return ActionResponse(
-                id=_read_id(val.get("id"), "id"), output=val.get("output")
-            )
+            return ActionResponse(id=_read_id(val.get("id"), "id"), output=val.get("output"))
         if tag == "Event":
             return Event(name=_str(val, "name"), args=_args(val.get("args")))
         raise InvalidRequest(f"Invalid message: unknown tag {tag!r}")
@@ -341,9 +319,7 @@ def decode_to_client(
 # --------------------------------------------------------------------------
 
 
-def encode_to_server(
-    encoding: Encoding, message: ToServer, version: int = CURRENT_VERSION
-) -> bytes | str:
+def encode_to_server(encoding: Encoding, message: ToServer, version: int = CURRENT_VERSION) -> bytes | str:
     """Encode a client message: ``str`` for a json text frame, else ``bytes``."""
     if encoding != "bare":
 
@@ -375,9 +351,7 @@ def encode_to_server(
     return with_version(version, writer.getvalue())
 
 
-def decode_to_server(
-    encoding: Encoding, data: bytes | str, version: int = CURRENT_VERSION
-) -> ToServer:
+def decode_to_server(encoding: Encoding, data: bytes | str, version: int = CURRENT_VERSION) -> ToServer:
     """Decode a client message; garbage, unknown tags or bad ids raise InvalidRequest.
 
     A bare frame names its own version in its prefix (v1 to v4 share this
@@ -395,9 +369,7 @@ def decode_to_server(
             subscribe = val.get("subscribe")
             if not isinstance(subscribe, bool):
                 raise InvalidRequest("Invalid message: `subscribe` must be a boolean")
-            return SubscriptionRequest(
-                event_name=_str(val, "eventName"), subscribe=subscribe
-            )
+            return SubscriptionRequest(event_name=_str(val, "eventName"), subscribe=subscribe)
         raise InvalidRequest(f"Invalid message: unknown tag {tag!r}")
 
     _, payload = split_version(_binary(data), VERSIONS)

@@ -254,9 +254,7 @@ def _write_fixed_uint64(encoder: cbor2.CBOREncoder, value: Any) -> None:
     encoder.write(b"\x1b" + struct.pack(">Q", value.value))
 
 
-_ENCODERS: Final[dict[type, Callable[[cbor2.CBOREncoder, Any], None]]] = {
-    FixedUint64: _write_fixed_uint64
-}
+_ENCODERS: Final[dict[type, Callable[[cbor2.CBOREncoder, Any], None]]] = {FixedUint64: _write_fixed_uint64}
 
 
 def _cbor_int(value: int) -> Any:
@@ -293,9 +291,7 @@ def to_cbor_compat(value: Any) -> Any:
     if isinstance(value, Mapping):
         if all(isinstance(key, str) for key in value):
             return {key: to_cbor_compat(item) for key, item in value.items()}
-        entries = {
-            _freeze(to_cbor_compat(k)): to_cbor_compat(v) for k, v in value.items()
-        }
+        entries = {_freeze(to_cbor_compat(k)): to_cbor_compat(v) for k, v in value.items()}
         return cbor2.CBORTag(_TAG_MAP, entries)
     if isinstance(value, (list, tuple)):
         return _escape_array([to_cbor_compat(item) for item in value])
@@ -411,9 +407,7 @@ def cbor_loads(data: bytes) -> Any:
     raw = bytes(data)
     stream = io.BytesIO(raw)
     try:
-        decoder = cbor2.CBORDecoder(
-            stream, tag_hook=_reject_tag, semantic_decoders=_SEMANTIC_DECODERS
-        )
+        decoder = cbor2.CBORDecoder(stream, tag_hook=_reject_tag, semantic_decoders=_SEMANTIC_DECODERS)
         value = decoder.decode()
     except (
         cbor2.CBORError,

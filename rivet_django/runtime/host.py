@@ -92,7 +92,7 @@ class ActorRuntime:
         timeout = self.config.shutdown_timeout if timeout is None else timeout
         stops = [inst.stop() for inst in list(self.instances.values())]
         if stops:
-            done, pending = await asyncio.wait(stops, timeout=timeout)
+            _done, pending = await asyncio.wait(stops, timeout=timeout)
             if pending:
                 logger.warning("%d actor(s) did not stop within %gs", len(pending), timeout)
         for task in self._tasks:
@@ -127,11 +127,16 @@ class ActorRuntime:
                     raise ActorStopping("The runtime is shutting down")
                 task = asyncio.get_running_loop().create_task(self._wake(actor_id), name=f"rivet-wake-{actor_id}")
                 self._waking[actor_id] = task
-                task.add_done_callback(lambda _t, a=actor_id: self._waking.pop(a, None))
+                task.add_done_callback(self._forget_waking)
             inst = await asyncio.shield(task)
             if inst.status is InstanceStatus.AWAKE:
                 return inst
         raise NotAwake()
+
+    def _forget_waking(self, task: asyncio.Task[ActorInstance]) -> None:
+        for actor_id, waking in list(self._waking.items()):
+            if waking is task:
+                del self._waking[actor_id]
 
     async def _wake(self, actor_id: str) -> ActorInstance:
         claimed = await self.store.claim(actor_id, self.node_id, self.config.lease_seconds)

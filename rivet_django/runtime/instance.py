@@ -108,7 +108,7 @@ class ActorInstance:
         )
         actor = definition.cls.__new__(definition.cls)
         actor._rivet = self
-        actor.__init__()
+        type(actor).__init__(actor)
         self.actor: Actor = actor
 
     # -- start ------------------------------------------------------------------

@@ -7,6 +7,7 @@ by the actor's generation like state writes.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +52,7 @@ class ActorKV:
         (value,) = await self.get_many([key])
         return default if value is None else value
 
-    async def get_many(self, keys: Sequence[Key]) -> list[Any]:
+    async def get_many(self, keys: Sequence[Key]) -> builtins.list[Any]:
         raw = await self._store.kv_get_many(self._instance.actor_id, [self._key(k) for k in keys])
         return [None if v is None else serde.loads(v) for v in raw]
 
@@ -69,12 +70,12 @@ class ActorKV:
     async def delete_many(self, keys: Sequence[Key]) -> None:
         await self._store.kv_delete_many(self._instance.actor_id, self._instance.generation, [self._key(k) for k in keys])
 
-    async def list(self, prefix: Key = b"", *, limit: int | None = None) -> list[tuple[Any, Any]]:
+    async def list(self, prefix: Key = b"", *, limit: int | None = None) -> builtins.list[tuple[Any, Any]]:
         """Entries whose key starts with ``prefix``, in byte order of their keys."""
         start = self._key(prefix)
         return await self._range(start, _prefix_end(start), limit, as_text=isinstance(prefix, str))
 
-    async def list_range(self, start: Key, end: Key, *, limit: int | None = None) -> list[tuple[Any, Any]]:
+    async def list_range(self, start: Key, end: Key, *, limit: int | None = None) -> builtins.list[tuple[Any, Any]]:
         """Entries with ``start <= key < end``."""
         return await self._range(self._key(start), self._key(end), limit, as_text=isinstance(start, str))
 
@@ -83,7 +84,7 @@ class ActorKV:
             self._instance.actor_id, self._instance.generation, self._key(start), self._key(end)
         )
 
-    async def _range(self, start: bytes, end: bytes | None, limit: int | None, *, as_text: bool) -> list[tuple[Any, Any]]:
+    async def _range(self, start: bytes, end: bytes | None, limit: int | None, *, as_text: bool) -> builtins.list[tuple[Any, Any]]:
         rows = await self._store.kv_list_range(self._instance.actor_id, start, end, limit)
         return [(_key_out(k, as_text), serde.loads(v)) for k, v in rows]
 

@@ -8,6 +8,7 @@ process's runtime; multi-node routing slots in here.
 
 from __future__ import annotations
 
+import builtins
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -112,7 +113,7 @@ class ActorRouter:
             return None
         return record
 
-    async def list(self, namespace: str, name: str, limit: int = 1000) -> list[ActorRecord]:
+    async def list(self, namespace: str, name: str, limit: int = 1000) -> builtins.list[ActorRecord]:
         return await self.store.list_by_name(namespace, name, limit)
 
     async def resolve(
@@ -148,7 +149,7 @@ class ActorRouter:
         self,
         actor_id: str,
         name: str,
-        args: list[Any] | tuple[Any, ...] = (),
+        args: builtins.list[Any] | tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
         *,
         params: Any = None,

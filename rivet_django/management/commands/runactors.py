@@ -70,7 +70,7 @@ class Command(BaseCommand):
             except Exception:
                 logger.exception("The actor runtime failed to start")
                 state["exit"] = 1
-                reactor.stop()
+                reactor.stop()  # type: ignore[misc]
                 return
             self._banner(host, port, node_id, options["prefix"], actors)
 
@@ -88,7 +88,7 @@ class Command(BaseCommand):
                 state["exit"] = 1
             set_node(None)
             self.stdout.write("Stopped.")
-            reactor.stop()
+            reactor.stop()  # type: ignore[misc]
 
         def on_signal() -> None:
             loop.create_task(shutdown())
