@@ -1,28 +1,81 @@
-"""ASGI routing: Django HTTP plus (from the realtime issue) WebSocket consumers.
+"""ASGI routing: the actor API on a lean path, everything else through Django as usual.
 
-``application = rivet_django.routing.application()`` in a project's ``asgi.py``
-gives a Channels ``ProtocolTypeRouter`` serving Django's HTTP views and the
-actor WebSocket routes under the same prefix.
+``application = rivet_django.routing.application(django_asgi_app)`` in a
+project's ``asgi.py`` gives a Channels ``ProtocolTypeRouter``:
+
+- HTTP under the rivet prefix (``/api/rivet/`` by default) goes to
+  :class:`ActorHTTPHandler`: Django's ASGI handler and URL resolution (so the
+  ninja API serves it) but without the project's middleware and per-request
+  signals. Those run synchronous code through a fresh thread on every request,
+  which costs more than a whole action call; the actor protocol needs neither
+  sessions, CSRF nor messages, and the runtime manages its own DB connections.
+- Any other HTTP request goes to the project's Django application unchanged.
+- WebSocket routes of the actor gateway are added by the realtime layer.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["application", "websocket_urlpatterns"]
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.handlers.exception import convert_exception_to_response
+from django.urls import set_script_prefix
+
+__all__ = ["ActorHTTPHandler", "application", "websocket_urlpatterns"]
 
 websocket_urlpatterns: list[Any] = []
 
 
+class ActorHTTPHandler(ASGIHandler):
+    """Django's ASGI handler for the actor API: no middleware, no request signals."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        self._view_middleware: list[Any] = []
+        self._template_response_middleware: list[Any] = []
+        self._exception_middleware: list[Any] = []
+        self._middleware_chain = convert_exception_to_response(self._get_response_async)  # type: ignore[attr-defined]
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        try:
+            set_script_prefix(get_script_prefix(scope))
+            request, error_response = self.create_request(scope, body_file)
+            response = error_response if request is None else await self.get_response_async(request)
+            assert response is not None
+            await self.send_response(response, send)
+        finally:
+            body_file.close()
+
+
+class _PrefixRouter:
+    """Sends HTTP requests under ``prefix`` to the actor handler, others to Django."""
+
+    def __init__(self, prefix: str, actor_app: Any, django_app: Any) -> None:
+        self.prefix = "/" + prefix.strip("/") + "/"
+        self.actor_app = actor_app
+        self.django_app = django_app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if path.startswith(self.prefix) or path + "/" == self.prefix:
+            await self.actor_app(scope, receive, send)
+        else:
+            await self.django_app(scope, receive, send)
+
+
 def application(http_app: Any = None, prefix: str = "api/rivet/") -> Any:
-    """A ``ProtocolTypeRouter`` for HTTP (Django) and WebSocket (actor routes)."""
+    """A ``ProtocolTypeRouter`` for HTTP (actor API + Django) and WebSocket (actor routes)."""
     from channels.routing import ProtocolTypeRouter, URLRouter
     from django.core.asgi import get_asgi_application
 
-    http = http_app or get_asgi_application()
+    django_app = http_app or get_asgi_application()
     return ProtocolTypeRouter(
         {
-            "http": http,
+            "http": _PrefixRouter(prefix, ActorHTTPHandler(), django_app),
             "websocket": URLRouter(list(websocket_urlpatterns)),
         }
     )

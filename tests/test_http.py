@@ -240,3 +240,21 @@ async def test_openapi_docs(rivet_node):
     assert "/api/rivet/actors" in schema["paths"]
     assert "/api/rivet/gateway/{target}/action/{name}" in schema["paths"]
     assert (await client.get(f"{API}/docs")).status_code == 200
+
+
+async def test_asgi_application_routes_api_lean_and_the_rest_through_django(rivet_node):
+    import httpx
+
+    from tests.asgi import application
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://testserver") as client:
+        response = await client.post(
+            f"{API}/gateway/counter/action/increment?{q(key='asgi')}", content=b'{"args":[2]}',
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code == 200 and response.json() == {"output": 2}
+        # The API path skips the project's middleware (no session cookie, no CSRF).
+        assert "set-cookie" not in response.headers
+        admin = await client.get("/admin/login/")
+        assert admin.status_code == 200
+        assert "csrftoken" in admin.headers.get("set-cookie", "")
