@@ -20,11 +20,31 @@ from typing import Any
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
+from django.http import HttpResponse
 from django.urls import set_script_prefix
+
+from .origins import cors_origin
 
 __all__ = ["ActorHTTPHandler", "application", "websocket_urlpatterns"]
 
-websocket_urlpatterns: list[Any] = []
+_CORS_ALLOW_HEADERS = "content-type, x-rivet-encoding, x-rivet-conn-params, x-rivet-target, x-rivet-actor, x-rivet-token, authorization"
+_CORS_ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+
+
+def websocket_urlpatterns(prefix: str = "api/rivet/") -> list[Any]:
+    """The actor gateway's WebSocket routes under ``prefix`` (all three gateway forms)."""
+    from django.urls import path, re_path
+
+    from .consumers import ActorConnectConsumer, RawWebSocketConsumer
+
+    base = prefix.strip("/") + "/"
+    return [
+        path(f"{base}gateway/<str:target>/connect", ActorConnectConsumer.as_asgi()),
+        re_path(rf"^{base}gateway/(?P<target>[^/]+)/websocket(?:/(?P<path>.*))?$", RawWebSocketConsumer.as_asgi()),
+        # Header form: subprotocols rivet_target.actor + rivet_actor.{id}.
+        path(f"{base}connect", ActorConnectConsumer.as_asgi()),
+        re_path(rf"^{base}websocket(?:/(?P<path>.*))?$", RawWebSocketConsumer.as_asgi()),
+    ]
 
 
 class ActorHTTPHandler(ASGIHandler):
@@ -44,8 +64,24 @@ class ActorHTTPHandler(ASGIHandler):
         try:
             set_script_prefix(get_script_prefix(scope))
             request, error_response = self.create_request(scope, body_file)
-            response = error_response if request is None else await self.get_response_async(request)
+            origin = request.headers.get("origin") if request is not None else None
+            allow_origin = cors_origin(origin)
+            if request is not None and request.method == "OPTIONS" and origin:
+                response: Any = HttpResponse(status=204 if allow_origin else 403)
+                if allow_origin:
+                    requested = request.headers.get("access-control-request-headers")
+                    response["Access-Control-Allow-Methods"] = _CORS_ALLOW_METHODS
+                    response["Access-Control-Allow-Headers"] = requested or _CORS_ALLOW_HEADERS
+                    response["Access-Control-Max-Age"] = "600"
+            else:
+                response = error_response if request is None else await self.get_response_async(request)
             assert response is not None
+            if allow_origin:
+                # Mirror the origin, never "*": credentials are allowed.
+                response["Access-Control-Allow-Origin"] = allow_origin
+                response["Access-Control-Allow-Credentials"] = "true"
+                response["Access-Control-Expose-Headers"] = "x-rivet-actor, x-rivet-actor-key, x-rivet-ray-id"
+                response["Vary"] = "Origin"
             await self.send_response(response, send)
         finally:
             body_file.close()
@@ -76,6 +112,6 @@ def application(http_app: Any = None, prefix: str = "api/rivet/") -> Any:
     return ProtocolTypeRouter(
         {
             "http": _PrefixRouter(prefix, ActorHTTPHandler(), django_app),
-            "websocket": URLRouter(list(websocket_urlpatterns)),
+            "websocket": URLRouter(websocket_urlpatterns(prefix)),
         }
     )

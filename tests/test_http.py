@@ -258,3 +258,61 @@ async def test_asgi_application_routes_api_lean_and_the_rest_through_django(rive
         admin = await client.get("/admin/login/")
         assert admin.status_code == 200
         assert "csrftoken" in admin.headers.get("set-cookie", "")
+
+
+async def test_raw_request_passthrough(rivet_node):
+    import httpx
+
+    from tests.asgi import application
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://testserver") as client:
+        url = f"{API}/gateway/room/request/some/path?{q(key='raw')}&keep=1"
+        response = await client.post(url, content=b"payload")
+        assert response.status_code == 200, response.text
+        assert response.json() == {
+            "path": "/some/path", "query": {"keep": "1"}, "method": "POST", "body": "payload", "requests": 1
+        }
+        response = await client.get(f"{API}/gateway/room/request?{q(key='raw')}")
+        assert response.json()["path"] == "/" and response.json()["requests"] == 2
+        # Returning nothing is a 500; no handler is a 404.
+        response = await client.get(f"{API}/gateway/room/request/none?{q(key='raw')}")
+        assert response.status_code == 500 and response.json()["code"] == "internal_error"
+        response = await client.get(f"{API}/gateway/counter/request/x?{q(key='raw')}")
+        assert response.status_code == 404 and response.json()["code"] == "not_found"
+    # The handler's state change was committed like an action's.
+    actor_id = (await rivet_node.router.get("default", "room", ["raw"])).actor_id
+    from asgiref.sync import sync_to_async
+
+    from rivet_django.models import Actor as ActorRow
+    from rivet_django.runtime import serde
+
+    row = await sync_to_async(ActorRow.objects.get)(pk=actor_id)
+    assert serde.loads(bytes(row.state))["requests"] == 3
+
+
+async def test_cors(rivet_node, settings):
+    import httpx
+
+    from tests.asgi import application
+
+    settings.RIVET = {"ALLOWED_ORIGINS": ["https://app.example"]}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://testserver") as client:
+        preflight = await client.options(
+            f"{API}/gateway/counter/action/increment",
+            headers={"origin": "https://app.example", "access-control-request-method": "POST",
+                     "access-control-request-headers": "x-rivet-encoding, content-type"},
+        )
+        assert preflight.status_code == 204
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        assert preflight.headers["access-control-allow-credentials"] == "true"
+        assert "x-rivet-encoding" in preflight.headers["access-control-allow-headers"]
+        response = await client.get(f"{API}/metadata", headers={"origin": "https://app.example"})
+        assert response.headers["access-control-allow-origin"] == "https://app.example"
+        evil = await client.get(f"{API}/metadata", headers={"origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in evil.headers
+        denied = await client.options(f"{API}/metadata", headers={"origin": "https://evil.example"})
+        assert denied.status_code == 403
+        settings.RIVET = {"ALLOWED_ORIGINS": ["*"]}
+        anyone = await client.get(f"{API}/metadata", headers={"origin": "https://other.example"})
+        # Never "*" with credentials: the origin is mirrored.
+        assert anyone.headers["access-control-allow-origin"] == "https://other.example"

@@ -6,16 +6,18 @@ read raw, so the three encodings share one path: decode -> router -> encode.
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
+from django.http.response import HttpResponseBase
 from ninja import Router
 
 from .. import protocol
 from ..conf import rivet_settings
 from ..exceptions import ActorNotFound, IncomingTooLong, MethodNotAllowed, OutgoingTooLong, RivetError
-from ..gateway import GatewayTarget, parse_conn_params, parse_gateway_target
+from ..gateway import GatewayTarget, parse_conn_params, parse_gateway_target, strip_rvt_params
 from ..node import started_node
 from . import schemas
 from .responses import encoded_response, json_response
@@ -96,6 +98,27 @@ async def call_action(request: HttpRequest, segment: str | None, name: str) -> H
     return encoded_response(request, data, headers={"x-rivet-actor": actor_id})
 
 
+def _actor_request(request: HttpRequest, path: str) -> HttpRequest:
+    """The request as the actor sees it: path without ``/request``, ``rvt-*`` stripped."""
+    _ = request.body  # read now so the copy shares the body, not the stream
+    actor_request = copy.copy(request)
+    query = strip_rvt_params(_query_pairs(request))
+    actor_request.path = actor_request.path_info = "/" + path.lstrip("/")
+    actor_request.META = {**request.META, "QUERY_STRING": query, "PATH_INFO": actor_request.path}
+    actor_request.GET = QueryDict(query)
+    return actor_request
+
+
+async def raw_request(request: HttpRequest, segment: str | None, path: str) -> HttpResponseBase:
+    """``.../request/{path}``: the actor's ``on_request`` answers."""
+    node = await started_node()
+    actor_id = await _target(request, segment).resolve(node.router)
+    response = await node.runtime.handle_request(actor_id, _actor_request(request, path))
+    if not isinstance(response, HttpResponseBase):
+        raise RivetError(f"on_request returned {type(response).__name__}, not an HttpResponse")
+    return response
+
+
 async def actor_metadata(request: HttpRequest, segment: str | None) -> HttpResponse:
     from .manager import metadata
 
@@ -117,6 +140,8 @@ async def header_form_route(request: HttpRequest, route: str) -> HttpResponse:
         if request.method != "POST":
             raise MethodNotAllowed()
         return await call_action(request, None, parts[1])
+    if parts[0] == "request":
+        return await raw_request(request, None, parts[1] if len(parts) == 2 else "")  # type: ignore[return-value]
     if parts[0] == "metadata" and len(parts) == 1:
         return await actor_metadata(request, None)
     if parts[0] == "health" and len(parts) == 1:
@@ -150,6 +175,18 @@ async def gateway_metadata(request: HttpRequest, target: str) -> HttpResponse:
 @router.get("/gateway/{target}/health", summary="Actor health")
 async def gateway_health(request: HttpRequest, target: str) -> HttpResponse:
     return await actor_health(request, target)
+
+
+@router.api_operation(_ALL_METHODS, "/gateway/{target}/request", summary="Raw HTTP to the actor's on_request")
+async def gateway_request_root(request: HttpRequest, target: str) -> HttpResponseBase:
+    return await raw_request(request, target, "")
+
+
+@router.api_operation(
+    _ALL_METHODS, "/gateway/{target}/request/{path:rest}", summary="Raw HTTP to the actor's on_request"
+)
+async def gateway_request(request: HttpRequest, target: str, rest: str) -> HttpResponseBase:
+    return await raw_request(request, target, rest)
 
 
 @router.api_operation(_ALL_METHODS, "/gateway/{target}/{path:rest}", include_in_schema=False)

@@ -1,12 +1,44 @@
-"""Connections to an actor: the ``Conn`` object actor code sees as ``self.conn``."""
+"""Connections to an actor: the ``Conn`` object actor code sees as ``self.conn``.
+
+A connection's transport (a WebSocket consumer, an in-process client, or
+nothing for the short-lived connection of a stateless HTTP call) plugs in as a
+:class:`ConnSink`: the runtime pushes events into it and asks it to close.
+"""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["Conn"]
+__all__ = ["Conn", "ConnSink", "OutgoingEvent"]
+
+
+class OutgoingEvent:
+    """An event on its way to connections; encoded once per encoding for all of them."""
+
+    __slots__ = ("_encoded", "args", "name")
+
+    def __init__(self, name: str, args: tuple[Any, ...]) -> None:
+        self.name = name
+        self.args = args
+        self._encoded: dict[str, bytes | str] = {}
+
+    def encoded(self, encoding: str, encode: Any) -> bytes | str:
+        """``encode(encoding, self)`` computed once per encoding and shared."""
+        data = self._encoded.get(encoding)
+        if data is None:
+            data = self._encoded[encoding] = encode(encoding, self)
+        return data
+
+
+class ConnSink(Protocol):
+    """The transport side of a connection."""
+
+    def send_event(self, event: OutgoingEvent) -> None:
+        """Queue an event for the client; must not block."""
+
+    async def close(self, reason: str | None) -> None:
+        """Close the connection from the server side (``reason`` is ``group.code``)."""
 
 
 class Conn:
@@ -16,34 +48,36 @@ class Conn:
     ``send`` pushes an event to this connection only.
     """
 
+    __slots__ = ("actor_id", "id", "params", "request", "sink", "state", "subscriptions", "transport")
+
     def __init__(
         self,
         params: Any = None,
         *,
         conn_id: str | None = None,
         transport: str = "http",
-        sender: Callable[[str, tuple[Any, ...]], None] | None = None,
-        closer: Callable[[str | None], Any] | None = None,
+        sink: ConnSink | None = None,
+        request: Any = None,
+        actor_id: str = "",
     ) -> None:
         self.id = conn_id or secrets.token_hex(8)
         self.params = params
         self.state: Any = None
         self.transport = transport
         self.subscriptions: set[str] = set()
-        self._sender = sender
-        self._closer = closer
+        self.sink = sink
+        self.request = request
+        self.actor_id = actor_id
 
     def send(self, event: str, *args: Any) -> None:
         """Send an event to this connection (returns at once)."""
-        if self._sender is not None:
-            self._sender(event, args)
+        if self.sink is not None:
+            self.sink.send_event(OutgoingEvent(event, args))
 
     async def disconnect(self, reason: str | None = None) -> None:
         """Close this connection."""
-        if self._closer is not None:
-            result = self._closer(reason)
-            if hasattr(result, "__await__"):
-                await result
+        if self.sink is not None:
+            await self.sink.close(reason)
 
     def __repr__(self) -> str:
         return f"<Conn {self.id} {self.transport}>"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..exceptions import ActorNotFound
 from .committer import GroupCommitter
 from .config import Clock, RuntimeConfig
-from .conn import Conn
+from .conn import Conn, ConnSink, OutgoingEvent
 from .instance import ActorInstance, InstanceStatus, NotAwake
 from .store import ActorStore
 
@@ -43,6 +43,7 @@ class ActorRuntime:
         config: RuntimeConfig | None = None,
         clock: Clock | None = None,
         client_factory: Callable[[ActorRuntime], Any] | None = None,
+        publisher: Callable[[str, OutgoingEvent], None] | None = None,
         version: str = "",
         address: str = "",
     ) -> None:
@@ -57,6 +58,8 @@ class ActorRuntime:
         self._waking: dict[str, asyncio.Task[ActorInstance]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._client_factory = client_factory
+        #: Publishes broadcasts for connections held by other processes (channel layer).
+        self.publisher = publisher
         self._client: Any = None
         self.committer = GroupCommitter(
             store,
@@ -223,6 +226,64 @@ class ActorRuntime:
                 await inst.close_conn(conn)
         finally:
             inst._end_turn()
+
+    # -- connections ------------------------------------------------------------------
+
+    async def connect(
+        self,
+        actor_id: str,
+        params: Any = None,
+        *,
+        sink: ConnSink | None = None,
+        request: Any = None,
+        transport: str = "websocket",
+    ) -> Conn:
+        """Open a stateful connection (connect hooks run; refusals raise)."""
+        for _attempt in range(_WAKE_ATTEMPTS):
+            inst = await self.instance(actor_id)
+            if inst.status is not InstanceStatus.AWAKE:
+                continue
+            conn = Conn(params, transport=transport, sink=sink, request=request, actor_id=actor_id)
+            inst._begin_turn()
+            try:
+                return await inst.open_conn(params, request=request, conn=conn)
+            finally:
+                inst._end_turn()
+        raise NotAwake()
+
+    async def disconnect(self, conn: Conn) -> None:
+        """The client went away: forget the connection and run ``on_disconnect``."""
+        inst = self.instances.get(conn.actor_id)
+        if inst is not None and conn.id in inst.conns:
+            await inst.close_conn(conn)
+
+    async def subscribe(self, conn: Conn, event: str, subscribe: bool = True) -> None:
+        inst = self.instances.get(conn.actor_id)
+        if inst is None or conn.id not in inst.conns:
+            from ..exceptions import ActorStopping
+
+            raise ActorStopping("The connection's actor is not awake")
+        await inst.subscribe(conn, event, subscribe)
+
+    async def handle_request(self, actor_id: str, request: Any) -> Any:
+        """Raw HTTP: the actor's ``on_request``."""
+        for attempt in range(_WAKE_ATTEMPTS):
+            inst = await self.instance(actor_id)
+            try:
+                return await inst.handle_request(request)
+            except NotAwake:
+                if attempt == _WAKE_ATTEMPTS - 1:
+                    raise
+        raise NotAwake()
+
+    async def run_websocket(self, actor_id: str, ws: Any, request: Any) -> None:
+        """Raw WebSocket: the actor's ``on_websocket`` for as long as it runs."""
+        inst = await self.instance(actor_id)
+        await inst.run_websocket(ws, request)
+
+    def publish(self, actor_id: str, event: OutgoingEvent) -> None:
+        if self.publisher is not None:
+            self.publisher(actor_id, event)
 
     async def sleep_actor(self, actor_id: str) -> None:
         inst = self.instances.get(actor_id)

@@ -24,13 +24,15 @@ from typing import TYPE_CHECKING, Any
 from ..exceptions import (
     ActionNotFound,
     ActionTimedOut,
+    ActorNotFound,
+    Forbidden,
     InvalidRequest,
     LostOwnership,
     RivetError,
     StateNotSerializable,
 )
 from . import serde
-from .conn import Conn
+from .conn import Conn, OutgoingEvent
 from .kv import ActorKV
 from .store import ClaimedActor, StateWrite
 
@@ -95,6 +97,8 @@ class ActorInstance:
         self.abort_event = asyncio.Event()
         self.stopped: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.conns: dict[str, Conn] = {}
+        #: Raw WebSockets (``on_websocket``) open on this actor; they keep it awake.
+        self.raw_sockets: set[Any] = set()
         self.prevent_sleep = False
         self._keep_awake: set[asyncio.Future[Any]] = set()
         self._stop_task: asyncio.Task[None] | None = None
@@ -231,8 +235,11 @@ class ActorInstance:
 
     async def open_conn(self, params: Any = None, *, request: Any = None, conn: Conn | None = None) -> Conn:
         """Run the connect hooks; the connection is listed in ``conns`` only if they pass."""
-        conn = conn or Conn(params)
+        conn = conn or Conn(params, request=request)
         conn.params = params
+        conn.actor_id = self.actor_id
+        if request is not None:
+            conn.request = request
         timeout = self.runtime.config.hook_timeout
         req_token = _current_request.set(request)
         try:
@@ -271,10 +278,73 @@ class ActorInstance:
     def current_request(self) -> Any:
         return _current_request.get()
 
+    async def subscribe(self, conn: Conn, event: str, subscribe: bool = True) -> None:
+        """Subscribe a connection to an event (checked by ``can_subscribe``) or unsubscribe it."""
+        if not subscribe:
+            conn.subscriptions.discard(event)
+            return
+        events = self.definition.events
+        spec = events.get(event)
+        if events and spec is None:
+            raise InvalidRequest(
+                f"Actor {self.definition.name!r} has no event {event!r} (declared: {', '.join(sorted(events))})"
+            )
+        if spec is not None and spec.can_subscribe is not None:
+            token = _current_conn.set((self, conn))
+            try:
+                allowed = await _maybe_await(spec.can_subscribe(self.actor, conn))
+            finally:
+                _current_conn.reset(token)
+            if not allowed:
+                raise Forbidden(f"Subscription to {event!r} refused")
+        conn.subscriptions.add(event)
+
     def broadcast(self, event: str, args: tuple[Any, ...]) -> None:
-        for conn in list(self.conns.values()):
-            if event in conn.subscriptions:
-                conn.send(event, *args)
+        """Deliver an event to this node's subscribed connections, then publish it for other nodes."""
+        message = OutgoingEvent(event, args)
+        for conn in self.conns.values():
+            if event in conn.subscriptions and conn.sink is not None:
+                conn.sink.send_event(message)
+        self.runtime.publish(self.actor_id, message)
+
+    # -- raw HTTP and WebSocket ---------------------------------------------------
+
+    async def handle_request(self, request: Any) -> Any:
+        """Run ``on_request(request)`` as a turn; its state changes are committed like an action's."""
+        hook = self.definition.hook("on_request")
+        if hook is None:
+            raise ActorNotFound(f"Actor {self.definition.name!r} has no on_request handler")
+        if self.status is not InstanceStatus.AWAKE:
+            raise NotAwake()
+        self._begin_turn()
+        token = _current_request.set(request)
+        try:
+            try:
+                response = await _maybe_await(hook(self.actor, request))
+            finally:
+                await self._persist_changes()
+        finally:
+            _current_request.reset(token)
+            self._end_turn()
+        if response is None:
+            raise RivetError(f"on_request of actor {self.definition.name!r} returned no response")
+        return response
+
+    async def run_websocket(self, ws: Any, request: Any) -> None:
+        """Run ``on_websocket(ws)``; the socket keeps the actor awake until the handler returns."""
+        hook = self.definition.hook("on_websocket")
+        if hook is None:
+            raise ActorNotFound(f"Actor {self.definition.name!r} has no on_websocket handler")
+        self.raw_sockets.add(ws)
+        token = _current_request.set(request)
+        try:
+            await _maybe_await(hook(self.actor, ws))
+        finally:
+            _current_request.reset(token)
+            self.raw_sockets.discard(ws)
+            self.last_activity = self.runtime.clock.monotonic()
+            if self.status is InstanceStatus.AWAKE:
+                await self._persist_changes()
 
     # -- state and the commit gate ---------------------------------------------
 
@@ -377,6 +447,7 @@ class ActorInstance:
             and not self.prevent_sleep
             and self._inflight == 0
             and not self.conns
+            and not self.raw_sockets
             and not self._keep_awake
             and now - self.last_activity >= self.options.sleep_timeout
         )
@@ -416,10 +487,16 @@ class ActorInstance:
             await self._call_hook("on_destroy" if destroy else "on_sleep")
         except Exception:
             self.log.exception("%s raised", "on_destroy" if destroy else "on_sleep")
+        for ws in list(self.raw_sockets):
+            try:
+                await ws.close(1011, "actor.destroyed" if destroy else "actor.stopping")
+            except Exception:
+                self.log.exception("closing a raw WebSocket failed")
         for conn in list(self.conns.values()):
             await self.close_conn(conn)
             try:
-                await conn.disconnect("actor.destroyed" if destroy else "actor.sleeping")
+                # A group.code reason the official client parses; it reconnects and wakes us again.
+                await conn.disconnect("actor.destroyed" if destroy else "actor.stopping")
             except Exception:
                 self.log.exception("closing connection %s failed", conn.id)
         try:

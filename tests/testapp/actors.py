@@ -2,7 +2,7 @@
 
 import asyncio
 
-from rivet_django import Actor, UserError, action
+from rivet_django import Actor, UserError, action, event
 from rivet_django.exceptions import Forbidden
 
 #: Hook calls recorded by LifecycleActor, in order: (actor key, hook name).
@@ -278,3 +278,95 @@ class Features(Actor):
     @action
     async def call_self(self):
         return await self.client().features.get_for_id(self.id).background_done()
+
+
+class Room(Actor):
+    """Connections, events and raw handlers."""
+
+    state = {"messages": [], "requests": 0}
+    conn_state = {"name": "anon"}
+    events = {
+        "message": event(),
+        "secret": event(can_subscribe=lambda self, conn: conn.state["name"] == "admin"),
+        "private": event(),
+    }
+
+    def on_before_connect(self, params):
+        EVENTS.append((_k(self), f"before_connect:{params!r}"))
+        if isinstance(params, dict) and params.get("refuse"):
+            raise UserError("go away", code="refused", metadata={"reason": "test"})
+        if isinstance(params, dict) and params.get("crash"):
+            raise RuntimeError("secret connect failure")
+
+    def create_conn_state(self, params):
+        EVENTS.append((_k(self), "create_conn_state"))
+        return {"name": (params or {}).get("name", "anon") if isinstance(params, dict) else "anon"}
+
+    def on_connect(self, conn):
+        EVENTS.append((_k(self), f"on_connect:{len(self.conns)}"))
+
+    def on_disconnect(self, conn):
+        EVENTS.append((_k(self), f"on_disconnect:{conn.state['name']}"))
+
+    @action
+    def send(self, text):
+        self.state["messages"].append({"from": self.conn.state["name"], "text": text})
+        self.broadcast("message", self.conn.state["name"], text)
+        return len(self.state["messages"])
+
+    @action
+    def whoami(self):
+        return {"id": self.conn.id, "name": self.conn.state["name"], "params": self.conn.params,
+                "conns": sorted(c.state["name"] for c in self.conns.values())}
+
+    @action
+    def whisper(self, conn_id, text):
+        self.conns[conn_id].send("private", text)
+
+    @action
+    def reveal(self, text):
+        self.broadcast("secret", text)
+
+    @action
+    async def kick(self, conn_id):
+        await self.conns[conn_id].disconnect("room.kicked")
+
+    @action
+    def big(self, size):
+        return "x" * size
+
+    @action
+    def big_event(self, size):
+        self.broadcast("message", "x" * size)
+
+    @action
+    async def slow(self, seconds):
+        await asyncio.sleep(seconds)
+        return seconds
+
+    @action
+    def request_info(self):
+        return None if self.request is None else self.request.path
+
+    @action
+    def go_to_sleep(self):
+        self.sleep()
+
+    def on_request(self, request):
+        from django.http import JsonResponse
+
+        self.state["requests"] += 1
+        if request.path == "/none":
+            return None
+        return JsonResponse({
+            "path": request.path, "query": request.GET.dict(), "method": request.method,
+            "body": request.body.decode(), "requests": self.state["requests"],
+        })
+
+    async def on_websocket(self, ws):
+        await ws.send(f"hello {ws.path} {ws.query.get('x', '')}")
+        async for message in ws:
+            if message == "close":
+                await ws.close(4000, "bye")
+                return
+            await ws.send(message)

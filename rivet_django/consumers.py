@@ -1,0 +1,371 @@
+"""Channels consumers for the actor gateway's WebSocket routes.
+
+Thin adapters from ASGI WebSocket events to runtime calls (STYLE.md):
+
+- :class:`ActorConnectConsumer` serves ``.../connect``, the stateful connection
+  of PROTOCOL.md section 8 (Init, actions, subscriptions, events, errors).
+- :class:`RawWebSocketConsumer` serves ``.../websocket/{path}`` by handing a
+  :class:`RawWebSocket` to the actor's ``on_websocket``.
+
+Both find their actor through :mod:`rivet_django.gateway` exactly like HTTP
+requests do, so routing is by actor, not by transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.http import QueryDict
+
+from . import protocol
+from .conf import rivet_settings
+from .exceptions import (
+    INTERNAL_ERROR_MESSAGE,
+    ActorNotFound,
+    IncomingTooLong,
+    OutgoingTooLong,
+    PublicError,
+    RivetError,
+)
+from .gateway import GatewayTarget, parse_conn_params, parse_gateway_target, strip_rvt_params
+from .node import started_node
+from .origins import origin_allowed
+from .runtime.conn import Conn, OutgoingEvent
+
+__all__ = ["ActorConnectConsumer", "ConnectRequest", "RawWebSocket", "RawWebSocketConsumer"]
+
+logger = logging.getLogger("rivet_django.consumers")
+
+#: BARE version of server frames: Init, ActionResponse and Event are the same in
+#: v2..v4 and the Init goes out before the client's version is known, so the
+#: oldest layout every 2.x client decodes is the safe choice.
+SERVER_FRAME_VERSION = 2
+
+#: Frames queued for a client that does not read them before it is dropped.
+MAX_QUEUED_FRAMES = 100_000
+
+CLOSE_ERROR = 1011
+
+
+class ConnectRequest:
+    """``self.request`` in connect hooks of a WebSocket: path, query and headers of the upgrade."""
+
+    def __init__(self, scope: dict[str, Any], path: str | None = None) -> None:
+        self.scope = scope
+        self.method = "GET"
+        self.path = path if path is not None else scope.get("path", "")
+        raw_query = scope.get("query_string", b"").decode("latin-1")
+        self.query_string = strip_rvt_params(parse_qsl(raw_query, keep_blank_values=True))
+        self.GET = QueryDict(self.query_string)
+        self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        self.client = scope.get("client")
+
+    def __repr__(self) -> str:
+        return f"<ConnectRequest {self.path}>"
+
+
+def _subprotocol_values(scope: dict[str, Any]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for proto in scope.get("subprotocols", []) or []:
+        name, _, value = proto.partition(".")
+        values.setdefault(name, value)
+    return values
+
+
+def _target(scope: dict[str, Any], subprotocols: dict[str, str]) -> GatewayTarget:
+    query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    segment = scope.get("url_route", {}).get("kwargs", {}).get("target")
+    headers = {}
+    if segment is None:
+        # Header form over WebSocket: subprotocols rivet_target.actor + rivet_actor.{id}.
+        headers = {"x-rivet-target": subprotocols.get("rivet_target", ""), "x-rivet-actor": subprotocols.get("rivet_actor", "")}
+    return parse_gateway_target(segment, query, headers, rivet_settings.NAMESPACE)
+
+
+class _GatewaySocket(AsyncWebsocketConsumer):
+    """Common upgrade checks: origin, then the target actor."""
+
+    # Events reach connections directly from the runtime, not through per-socket
+    # channel-layer channels, so consumers do not open one.
+    channel_layer_alias = "rivet.no-layer"
+
+    def origin_ok(self) -> bool:
+        origin = next((v.decode("latin-1") for k, v in self.scope.get("headers", []) if k == b"origin"), None)
+        host = next((v.decode("latin-1") for k, v in self.scope.get("headers", []) if k == b"host"), None)
+        return origin_allowed(origin, host, self.scope.get("scheme", "ws"))
+
+
+class ActorConnectConsumer(_GatewaySocket):
+    """A stateful actor connection (PROTOCOL.md section 8)."""
+
+    conn: Conn | None = None
+
+    async def connect(self) -> None:
+        if not self.origin_ok():
+            await self.close(code=4003)
+            return
+        subprotocols = _subprotocol_values(self.scope)
+        self.outbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.closing = False
+        try:
+            self.encoding: protocol.Encoding = protocol.parse_encoding(subprotocols.get("rivet_encoding") or "json")
+        except PublicError:
+            self.encoding = "json"
+            await self.accept(subprotocol="rivet")
+            await self.refuse(protocol.ErrorMessage("encoding", "invalid", "Invalid encoding", None, None))
+            return
+        # Selecting "rivet" is required: Node clients drop a socket accepted without it.
+        await self.accept(subprotocol="rivet")
+        self.writer = asyncio.get_running_loop().create_task(self.write_frames())
+        try:
+            raw_params = subprotocols.get("rivet_conn_params")
+            params = parse_conn_params(
+                unquote(raw_params) if raw_params else None, int(rivet_settings.MAX_CONN_PARAMS_SIZE)
+            )
+            node = await started_node()
+            self.runtime = node.runtime
+            target = _target(self.scope, subprotocols)
+            actor_id = await target.resolve(node.router)
+            request = ConnectRequest(self.scope)
+            sink = _ConnectionSink(self)
+            try:
+                self.conn = await node.runtime.connect(actor_id, params, sink=sink, request=request)
+            except ActorNotFound:
+                if target.method == "id":
+                    raise
+                node.router.forget(target.namespace, target.name or "", target.key)
+                actor_id = await target.resolve(node.router)
+                self.conn = await node.runtime.connect(actor_id, params, sink=sink, request=request)
+        except Exception as exc:
+            await self.refuse(self.error_message(exc, None))
+            return
+        self.enqueue(protocol.Init(actor_id, self.conn.id))
+
+    async def refuse(self, error: protocol.ErrorMessage) -> None:
+        """Connection-level error, then close 1011 with ``group.code`` (what clients parse)."""
+        await self.send_frame(protocol.encode_to_client(self.encoding, error, SERVER_FRAME_VERSION))
+        await self.close(code=CLOSE_ERROR, reason=f"{error.group}.{error.code}")
+        self.closing = True
+
+    def error_message(self, exc: BaseException, action_id: int | None) -> protocol.ErrorMessage:
+        if isinstance(exc, PublicError):
+            return protocol.ErrorMessage(exc.group, exc.code, exc.message, exc.metadata, action_id)
+        if not (isinstance(exc, RivetError) and exc.public):
+            logger.error("Internal error on connection %s", getattr(self.conn, "id", "?"), exc_info=exc)
+        return protocol.ErrorMessage("actor", "internal_error", INTERNAL_ERROR_MESSAGE, None, action_id)
+
+    # -- incoming ------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.conn is None or self.closing:
+            return
+        data: str | bytes = text_data if text_data is not None else (bytes_data or b"")
+        size = len(data.encode()) if isinstance(data, str) else len(data)
+        limit = int(rivet_settings.MAX_INCOMING_MESSAGE_SIZE)
+        try:
+            if size > limit:
+                raise IncomingTooLong(f"Message of {size} bytes is over the {limit} byte limit")
+            message = protocol.decode_to_server(self.encoding, data)
+        except PublicError as exc:
+            # Undecodable input: drop the connection, touch nothing.
+            await self.send_frame(
+                protocol.encode_to_client(self.encoding, self.error_message(exc, None), SERVER_FRAME_VERSION)
+            )
+            self.closing = True
+            await self.close(code=CLOSE_ERROR, reason=f"{exc.group}.{exc.code}")
+            return
+        if isinstance(message, protocol.ActionRequest):
+            task = asyncio.get_running_loop().create_task(self.run_action(message))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        else:
+            try:
+                await self.runtime.subscribe(self.conn, message.event_name, message.subscribe)
+            except Exception as exc:
+                self.enqueue(self.error_message(exc, None))
+
+    async def run_action(self, request: protocol.ActionRequest) -> None:
+        assert self.conn is not None
+        try:
+            output = await self.runtime.call_action(self.conn.actor_id, request.name, request.args, conn=self.conn)
+            frame = protocol.encode_to_client(
+                self.encoding, protocol.ActionResponse(request.id, output), SERVER_FRAME_VERSION
+            )
+            limit = int(rivet_settings.MAX_OUTGOING_MESSAGE_SIZE)
+            if len(frame) > limit:
+                raise OutgoingTooLong(f"Response of {len(frame)} bytes is over the {limit} byte limit")
+        except Exception as exc:
+            if isinstance(exc, (TypeError, ValueError)) and not isinstance(exc, RivetError):
+                logger.error("Output of action %r is not serializable: %s", request.name, exc)
+            self.enqueue(self.error_message(exc, request.id))
+            return
+        self.outbox.put_nowait(("frame", frame))
+
+    async def disconnect(self, code: int) -> None:
+        self.closing = True
+        for task in list(getattr(self, "tasks", ())):
+            task.cancel()
+        writer = getattr(self, "writer", None)
+        if writer is not None:
+            writer.cancel()
+        if self.conn is not None:
+            try:
+                await self.runtime.disconnect(self.conn)
+            except Exception:
+                logger.exception("on_disconnect of connection %s failed", self.conn.id)
+
+    # -- outgoing (ConnSink) -------------------------------------------------------
+
+    def send_event(self, event: OutgoingEvent) -> None:
+        frame = event.encoded(self.encoding, _encode_event)
+        self.outbox.put_nowait(("frame", frame))
+
+    def enqueue(self, message: protocol.ToClient) -> None:
+        self.outbox.put_nowait(("frame", protocol.encode_to_client(self.encoding, message, SERVER_FRAME_VERSION)))
+
+    async def write_frames(self) -> None:
+        # One writer keeps frames in the order they were produced (events before
+        # the response of the action that broadcast them).
+        while True:
+            kind, payload = await self.outbox.get()
+            if kind == "close":
+                self.closing = True
+                await self.close(code=1000 if payload is None else CLOSE_ERROR, reason=payload)
+                return
+            if self.outbox.qsize() > MAX_QUEUED_FRAMES:
+                logger.warning("Connection %s is not reading; closing it", getattr(self.conn, "id", "?"))
+                self.closing = True
+                await self.close(code=CLOSE_ERROR, reason="message.outgoing_too_long")
+                return
+            await self.send_frame(payload)
+
+    async def send_frame(self, frame: bytes | str) -> None:
+        if isinstance(frame, str):
+            await self.send(text_data=frame)
+        else:
+            await self.send(bytes_data=frame)
+
+
+class _ConnectionSink:
+    """The runtime's view of a consumer (:class:`~rivet_django.runtime.conn.ConnSink`)."""
+
+    __slots__ = ("consumer",)
+
+    def __init__(self, consumer: ActorConnectConsumer) -> None:
+        self.consumer = consumer
+
+    def send_event(self, event: OutgoingEvent) -> None:
+        self.consumer.send_event(event)
+
+    async def close(self, reason: str | None) -> None:
+        # Through the outbox, so frames already produced reach the client first.
+        self.consumer.outbox.put_nowait(("close", reason))
+
+
+def _encode_event(encoding: str, event: OutgoingEvent) -> bytes | str:
+    return protocol.encode_to_client(
+        encoding,  # type: ignore[arg-type]
+        protocol.Event(event.name, list(event.args)),
+        SERVER_FRAME_VERSION,
+    )
+
+
+class RawWebSocket:
+    """The socket handed to ``on_websocket(ws)``: text stays text, binary stays binary."""
+
+    def __init__(self, consumer: RawWebSocketConsumer, path: str, request: ConnectRequest) -> None:
+        self._consumer = consumer
+        self.path = path
+        self.query = request.GET
+        self.query_string = request.query_string
+        self.headers = request.headers
+        self.request = request
+        self._incoming: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        self.closed = False
+
+    async def send(self, data: str | bytes) -> None:
+        if self.closed:
+            raise ConnectionError("The WebSocket is closed")
+        if isinstance(data, str):
+            await self._consumer.send(text_data=data)
+        else:
+            await self._consumer.send(bytes_data=bytes(data))
+
+    async def receive(self) -> str | bytes | None:
+        """The next message, or None once the peer closed."""
+        if self.closed and self._incoming.empty():
+            return None
+        return await self._incoming.get()
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[str | bytes]:
+        while True:
+            message = await self.receive()
+            if message is None:
+                return
+            yield message
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if not self.closed:
+            self.closed = True
+            await self._consumer.close(code=code, reason=reason or None)
+            self._incoming.put_nowait(None)
+
+
+class RawWebSocketConsumer(_GatewaySocket):
+    """``.../websocket/{path}``: the actor's ``on_websocket`` owns the socket."""
+
+    async def connect(self) -> None:
+        if not self.origin_ok():
+            await self.close(code=4003)
+            return
+        self.ws: RawWebSocket | None = None
+        self.handler: asyncio.Task[Any] | None = None
+        try:
+            node = await started_node()
+            subprotocols = _subprotocol_values(self.scope)
+            target = _target(self.scope, subprotocols)
+            actor_id = await target.resolve(node.router)
+            inst = await node.runtime.instance(actor_id)
+            hook = inst.definition.hook("on_websocket")
+            if hook is None:
+                raise ActorNotFound(f"Actor {inst.definition.name!r} has no on_websocket handler")
+        except Exception as exc:
+            reason = f"{exc.group}.{exc.code}" if isinstance(exc, PublicError) else "actor.internal_error"
+            if not isinstance(exc, PublicError):
+                logger.exception("Raw WebSocket upgrade failed")
+            await self.accept()
+            await self.close(code=CLOSE_ERROR, reason=reason)
+            return
+        subprotocol = "rivet" if "rivet" in (self.scope.get("subprotocols") or []) else None
+        await self.accept(subprotocol=subprotocol)
+        path = "/" + self.scope.get("url_route", {}).get("kwargs", {}).get("path", "").lstrip("/")
+        request = ConnectRequest(self.scope, path=path)
+        self.ws = RawWebSocket(self, path, request)
+        self.handler = asyncio.get_running_loop().create_task(node.runtime.run_websocket(actor_id, self.ws, request))
+        self.handler.add_done_callback(self._handler_done)
+
+    def _handler_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            logger.error("on_websocket raised", exc_info=task.exception())
+        if self.ws is not None and not self.ws.closed:
+            asyncio.get_running_loop().create_task(self.ws.close(1000 if task.exception() is None else CLOSE_ERROR))
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.ws is not None:
+            self.ws._incoming.put_nowait(text_data if text_data is not None else (bytes_data or b""))
+
+    async def disconnect(self, code: int) -> None:
+        if self.ws is not None:
+            self.ws.closed = True
+            self.ws._incoming.put_nowait(None)
