@@ -36,6 +36,7 @@ class LocalNode:
         self, *, node_id: str | None = None, address: str = "", clock: Clock | None = None
     ) -> None:
         from . import __version__
+        from .broadcast import make_publisher
         from .storage.store import DjangoActorStore
 
         config = RuntimeConfig.from_settings(rivet_settings)
@@ -47,6 +48,7 @@ class LocalNode:
             config=config,
             clock=clock,
             client_factory=_local_client,
+            publisher=make_publisher(),
             version=__version__,
             address=address,
         )
