@@ -1,4 +1,4 @@
-"""System checks (``rivet_django.E00x`` / ``W00x``); docs/checks.md lists them."""
+"""System checks (``rivet_django.E00x`` / ``W00x``); docs/reference/checks.md lists them."""
 
 from __future__ import annotations
 

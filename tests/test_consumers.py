@@ -281,7 +281,7 @@ async def test_origin_check(rivet_node, settings):
     assert isinstance(await good.open(), protocol.Init)
     await good.close()
     bad = Client("origin", origin="https://evil.example")
-    connected, code = await bad.comm.connect(timeout=5)
+    connected, _ = await bad.comm.connect(timeout=5)
     assert not connected
 
 
@@ -314,6 +314,6 @@ async def test_raw_websocket(rivet_node):
 
 async def test_raw_websocket_without_handler(rivet_node):
     comm = WebsocketCommunicator(application, f"/api/rivet/gateway/counter/websocket/x?{QUERY}nohandler")
-    connected, _ = await comm.connect(timeout=5)
+    await comm.connect(timeout=5)
     closed = await comm.receive_output(5)
     assert closed["type"] == "websocket.close" and closed["code"] == 1011

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -25,7 +26,8 @@ class DatabaseExecutor:
     """Run sync ORM callables on dedicated threads and await them."""
 
     def __init__(self, threads: int = 1) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="rivet-db")
+        self._threads = max(1, threads)
+        self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="rivet-db")
         self._closed = False
 
     async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -38,7 +40,11 @@ class DatabaseExecutor:
             return
         self._closed = True
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool, _close_connections)
+        # Connections belong to their threads: a barrier makes each worker close its own.
+        barrier = threading.Barrier(self._threads)
+        await asyncio.gather(
+            *(loop.run_in_executor(self._pool, _close_connections, barrier) for _ in range(self._threads))
+        )
         self._pool.shutdown(wait=False)
 
 
@@ -57,6 +63,10 @@ def _call(func: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any])
         return func(*args, **kwargs)
 
 
-def _close_connections() -> None:
+def _close_connections(barrier: threading.Barrier) -> None:
+    try:
+        barrier.wait(timeout=10)
+    except threading.BrokenBarrierError:
+        pass
     for conn in connections.all(initialized_only=True):
         conn.close()

@@ -72,6 +72,13 @@ for (const encoding of ["json", "cbor", "bare"]) {
 			assert.equal(await client.counter.get(createKey).getCount(), 7);
 		});
 
+		test("getOrCreate with createWithInput (rvt-input)", CASE, async () => {
+			const input = { start: 3, note: "héllo/wörld" };
+			const counter = client.counter.getOrCreate(["js-input", encoding, RUN], { createWithInput: input });
+			assert.deepEqual(await counter.getInput(), input);
+			assert.equal(await counter.getCount(), 3);
+		});
+
 		test("getForId reaches the created actor", CASE, async () => {
 			const viaKey = client.counter.get(createKey);
 			const actorId = await viaKey.resolve();
@@ -82,6 +89,13 @@ for (const encoding of ["json", "cbor", "bare"]) {
 			assert.equal(await viaId.getCount(), 7);
 			assert.equal(await viaId.increment(1), 8);
 			assert.equal(await viaKey.getCount(), 8);
+
+			// Resolving the compound key with "/" goes through the REST key string
+			// form (`js/a\/b/...`); the id reaches the same actor as the key.
+			const slashId = await client.counter.getOrCreate(key).resolve();
+			assert.notEqual(slashId, actorId);
+			assert.equal(await client.counter.getForId(slashId).getCount(), 10);
+			assert.equal(await client.counter.get(key).resolve(), slashId);
 		});
 
 		test("get of a missing key fails with not_found", CASE, async () => {
@@ -108,6 +122,32 @@ for (const encoding of ["json", "cbor", "bare"]) {
 			assert.ok(!JSON.stringify(error.metadata ?? null).includes("secret"), "internal detail leaked in metadata");
 			// The actor survives the crash.
 			assert.equal(await counter.getCount(), 10);
+		});
+
+		test("connection: actions, events and errors over WebSocket", CASE, async () => {
+			const conn = client.counter.getOrCreate(key).connect();
+			try {
+				const events = [];
+				const eleven = new Promise((resolve) => {
+					conn.on("count", (count) => {
+						events.push(count);
+						if (count === 11) resolve();
+					});
+				});
+				assert.equal(await conn.increment(1), 11);
+				await eleven;
+				assert.deepEqual(events, [11]);
+				assert.equal(await conn.getCount(), 11);
+
+				const error = await rejectsWithActorError(conn.fail("ws_code"));
+				assert.equal(error.group, "user");
+				assert.equal(error.code, "ws_code");
+				assert.deepEqual(error.metadata, { count: 11 });
+				// The connection survives an action error.
+				assert.equal(await conn.getCount(), 11);
+			} finally {
+				await conn.dispose();
+			}
 		});
 
 		test("echo round-trips values", CASE, async () => {
