@@ -37,3 +37,17 @@ class Counter(Actor):
     @action
     def echo(self, *values):
         return list(values)
+
+    def on_request(self, request):
+        """Raw HTTP: ``GET .../request/count`` answers the count as JSON."""
+        from django.http import JsonResponse
+
+        if request.path == "/count":
+            return JsonResponse({"count": self.state["count"], "method": request.method})
+        return JsonResponse({"error": "not found", "path": request.path}, status=404)
+
+    async def on_websocket(self, ws):
+        """Raw WebSocket: echoes messages; ``"count"`` answers the current count."""
+        await ws.send(f"welcome {ws.path}")
+        async for message in ws:
+            await ws.send(str(self.state["count"]) if message == "count" else message)
