@@ -235,8 +235,13 @@ class ActorConnectConsumer(_GatewaySocket):
         while True:
             kind, payload = await self.outbox.get()
             if kind == "close":
+                reason, sent = payload
                 self.closing = True
-                await self.close(code=1000 if payload is None else CLOSE_ERROR, reason=payload)
+                try:
+                    await self.close(code=1000 if reason is None else CLOSE_ERROR, reason=reason)
+                finally:
+                    if not sent.done():
+                        sent.set_result(None)
                 return
             if self.outbox.qsize() > MAX_QUEUED_FRAMES:
                 logger.warning("Connection %s is not reading; closing it", getattr(self.conn, "id", "?"))
@@ -264,8 +269,14 @@ class _ConnectionSink:
         self.consumer.send_event(event)
 
     async def close(self, reason: str | None) -> None:
-        # Through the outbox, so frames already produced reach the client first.
-        self.consumer.outbox.put_nowait(("close", reason))
+        # Through the outbox, so frames already produced reach the client first;
+        # wait (briefly) until the close frame is out, so a shutdown does not drop it.
+        sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.consumer.outbox.put_nowait(("close", (reason, sent)))
+        try:
+            await asyncio.wait_for(asyncio.shield(sent), timeout=2.0)
+        except (TimeoutError, asyncio.CancelledError):
+            pass
 
 
 def _encode_event(encoding: str, event: OutgoingEvent) -> bytes | str:

@@ -108,6 +108,9 @@ def application(http_app: Any = None, prefix: str = "api/rivet/") -> Any:
     from channels.routing import ProtocolTypeRouter, URLRouter
     from django.core.asgi import get_asgi_application
 
+    from .compat import patch_daphne_close_reason
+
+    patch_daphne_close_reason()
     django_app = http_app or get_asgi_application()
     return ProtocolTypeRouter(
         {

@@ -123,3 +123,36 @@ def test_kill_minus_9_keeps_every_acknowledged_increment(tmp_path):
     finally:
         stop.set()
         server.stop()
+
+
+async def test_close_reasons_reach_the_wire(tmp_path):
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    from rivet_django import protocol
+
+    server = LiveServer(str(tmp_path / "db.sqlite3"), node_id="close-node")
+    server.start()
+    try:
+        base = server.endpoint.replace("http://", "ws://")
+        protocols = ["rivet", "rivet_encoding.json"]
+        async with connect(f"{base}/gateway/counter/connect?rvt-namespace=default&rvt-method=get&rvt-key=missing", subprotocols=protocols) as ws:
+            error = protocol.decode_to_client("json", await asyncio.wait_for(ws.recv(), 10))
+            assert isinstance(error, protocol.ErrorMessage) and error.code == "not_found"
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 1011 and ws.close_reason == "actor.not_found"
+
+        ws = await connect(
+            f"{base}/gateway/counter/connect?rvt-namespace=default&rvt-method=getOrCreate&rvt-runner=default&rvt-key=term",
+            subprotocols=protocols,
+        )
+        assert isinstance(protocol.decode_to_client("json", await asyncio.wait_for(ws.recv(), 10)), protocol.Init)
+        # SIGTERM: the actor sleeps and the connection is closed with a reason the client understands.
+        stopping = asyncio.get_running_loop().run_in_executor(None, server.stop)
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 20)
+        assert ws.close_code == 1011 and ws.close_reason == "actor.stopping"
+        assert await stopping == 0
+    finally:
+        server.stop()

@@ -95,10 +95,14 @@ class AsyncClient:
         return self.actor(name)
 
     async def aclose(self) -> None:
-        """Close the transport; idempotent."""
+        """Dispose the connections opened through this client, then close the transport; idempotent."""
         if not self._closed:
             self._closed = True
-            await self._transport.close()
+            try:
+                for connection in list(self._transport.connections):
+                    await connection.dispose()
+            finally:
+                await self._transport.close()
 
     async def __aenter__(self) -> Self:
         return self

@@ -14,11 +14,13 @@ methods on the client's private loop.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import httpx
 
+from .connection import DEFAULT_CALL_TIMEOUT, ActorConnection, SyncActorConnection
 from .loop import LoopThread
 from .transport import ActorQuery, Transport
 
@@ -54,6 +56,14 @@ def normalize_key(key: KeyLike) -> tuple[str, ...]:
     return parts
 
 
+class _Unset(enum.Enum):
+    TOKEN = 0
+
+
+#: "Use the handle's params" for ``connect()``.
+UNSET: Final = _Unset.TOKEN
+
+
 def _body_bytes(body: bytes | str | None) -> bytes | None:
     return body.encode() if isinstance(body, str) else body
 
@@ -80,7 +90,7 @@ class QueueSender:
 class ActorHandle:
     """A stateless pointer to one actor; every call is its own request.
 
-    Handle methods (``action``, ``resolve``, ``queue``, ``fetch``, ``destroy``)
+    Handle methods (``action``, ``resolve``, ``queue``, ``fetch``, ``connect``, ``destroy``)
     shadow actions of the same name: call those with ``handle.action("name", ...)``.
     """
 
@@ -126,6 +136,23 @@ class ActorHandle:
         """Send a raw HTTP request to the actor's ``on_request``; the response is returned as is."""
         return await self._transport.fetch(
             self._query, path, method, headers, _body_bytes(body), self._params
+        )
+
+    def connect(
+        self, params: Any = UNSET, *, call_timeout: float | None = DEFAULT_CALL_TIMEOUT
+    ) -> ActorConnection:
+        """Open a stateful connection to the actor (actions, events, reconnects).
+
+        Returns at once; the connection opens in the background (see
+        :class:`~rivet_django.client.connection.ActorConnection`). ``params``
+        replaces the handle's connection params; ``call_timeout`` bounds each
+        call made through it.
+        """
+        return ActorConnection(
+            self._transport,
+            self._query,
+            self._params if params is UNSET else params,
+            call_timeout=call_timeout,
         )
 
     async def destroy(self) -> None:
@@ -278,6 +305,13 @@ class SyncActorHandle(_Blocking):
     def destroy(self) -> None:
         """Blocking :meth:`ActorHandle.destroy`."""
         self._run(self._handle.destroy())
+
+    def connect(
+        self, params: Any = UNSET, *, call_timeout: float | None = DEFAULT_CALL_TIMEOUT
+    ) -> SyncActorConnection:
+        """A blocking :meth:`ActorHandle.connect`; its callbacks run on the client's loop thread."""
+        connection = self._runner.call(lambda: self._handle.connect(params, call_timeout=call_timeout))
+        return SyncActorConnection(connection, self._runner)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -66,6 +66,33 @@ class LoopThread:
             # KeyboardInterrupt & co.: don't leave the call running behind our back.
             future.cancel()
             raise
+
+    def in_loop_thread(self) -> bool:
+        """Whether the caller runs on the owned loop's thread."""
+        return threading.current_thread() is self._thread
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run the plain function ``fn(*args)`` on the owned loop and return its result.
+
+        Unlike :meth:`run` this works from the loop's own thread too (it then
+        calls ``fn`` directly), so callbacks running there may use it.
+        """
+        if self._stopped:
+            raise RuntimeError("the client is closed")
+        if self.in_loop_thread():
+            return fn(*args)
+        future: Future[T] = Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(run)
+        return future.result()
 
     def stop(self) -> None:
         """Stop the loop and wait for its thread to end; idempotent."""

@@ -37,6 +37,7 @@ from rivet_django.protocol import (
     serialize_key,
 )
 
+from .channel import ConnectionChannel, open_websocket_channel
 from .errors import ActorError, HttpRequestError
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "HttpTransport",
     "QueryMethod",
     "Transport",
+    "connection_subprotocols",
 ]
 
 QueryMethod = Literal["get", "getOrCreate", "id"]
@@ -155,8 +157,29 @@ class Transport(ABC):
         """Send a raw request to the actor's ``on_request`` (``/request/{path}``)."""
 
     @abstractmethod
+    async def open_connection(self, query: ActorQuery, params: Any = None) -> ConnectionChannel:
+        """Open one attempt of a stateful connection (``.../connect``) to the actor.
+
+        Returns once the channel is open; the actor's ``Init`` (or a
+        connection-level ``Error``) is its first message. Raises
+        :class:`~rivet_django.client.errors.ActorError` if the server refuses
+        with a protocol error and any other exception if it cannot be reached.
+        """
+
+    @abstractmethod
     async def close(self) -> None:
         """Release the transport's resources; it is unusable afterwards."""
+
+    @property
+    def connections(self) -> set[Any]:
+        """The stateful connections opened through this transport and not disposed yet.
+
+        The client disposes them when it closes, like the JS client's ``dispose()``.
+        """
+        live: set[Any] | None = self.__dict__.get("_live_connections")
+        if live is None:
+            live = self.__dict__["_live_connections"] = set()
+        return live
 
     async def __aenter__(self) -> Self:
         return self
@@ -192,6 +215,30 @@ def encode_conn_params(params: Any) -> str:
     """Connection params as the ``x-rivet-conn-params`` header value (``JSON.stringify``)."""
     # ASCII-only: header values must be bytes-safe; the server's JSON parser reads \\u escapes.
     return json.dumps(params, separators=(",", ":"), ensure_ascii=True)
+
+
+def connection_subprotocols(encoding: str, params: Any = None) -> list[str]:
+    """The WebSocket subprotocols of a stateful connection, as ``buildWebSocketProtocols`` builds them.
+
+    Params travel as ``rivet_conn_params.`` + ``encodeURIComponent(JSON.stringify(params))``,
+    and only when they are truthy in JavaScript's sense (``{}`` and ``[]`` are). One
+    deliberate difference: ``(`` and ``)`` are percent-encoded too, because a
+    subprotocol must be an HTTP token (the JS client's WebSocket throws on them);
+    servers decode both spellings alike.
+    """
+    protocols = ["rivet", f"rivet_encoding.{encoding}"]
+    if _js_truthy(params):
+        text = json.dumps(params, separators=(",", ":"), ensure_ascii=False)
+        protocols.append("rivet_conn_params." + quote(text, safe="!~*'"))
+    return protocols
+
+
+def _js_truthy(value: Any) -> bool:
+    if value is None or value is False or value == "":
+        return False
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value == value and value != 0  # NaN and 0 are falsy
+    return True
 
 
 def _query_string(params: Sequence[tuple[str, str]]) -> str:
@@ -426,6 +473,19 @@ class HttpTransport(Transport):
         if params is not None:
             merged[HEADER_CONN_PARAMS] = encode_conn_params(params)
         return await self._send(method.upper(), url, headers=merged, content=body)
+
+    async def open_connection(self, query: ActorQuery, params: Any = None) -> ConnectionChannel:
+        """A WebSocket to ``/gateway/.../connect``, with the subprotocols of the JS client."""
+        url = await self._gateway_url(query, "/connect")
+        # http://host -> ws://host, https://host -> wss://host
+        ws_url = "ws" + url.removeprefix("http")
+        return await open_websocket_channel(
+            ws_url,
+            self.encoding,
+            connection_subprotocols(self._encoding_name, params),
+            headers=self.headers,
+            open_timeout=self._timeout.connect,
+        )
 
     def _actor_headers(self, params: Any, *, has_body: bool) -> dict[str, str]:
         headers = dict(self.headers)

@@ -35,10 +35,12 @@ class Command(BaseCommand):
         from daphne.server import Server
         from twisted.internet import reactor
 
+        from ...compat import patch_daphne_close_reason
         from ...conf import rivet_settings
         from ...node import LocalNode, default_node_id, set_node
         from ...registry import actors
 
+        patch_daphne_close_reason()
         host, port = options["host"], options["port"]
         node_id = options["node_id"] or default_node_id(port)
         application = import_string(settings.ASGI_APPLICATION)
@@ -86,6 +88,8 @@ class Command(BaseCommand):
             except Exception:
                 logger.exception("Error while stopping the actor runtime")
                 state["exit"] = 1
+            # Let the close frames just written leave the socket buffers.
+            await asyncio.sleep(0.2)
             set_node(None)
             self.stdout.write("Stopped.")
             reactor.stop()  # type: ignore[misc]
