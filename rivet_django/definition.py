@@ -166,6 +166,14 @@ class ActorDefinition:
     initial_conn_state: Any = _UNSET
     events: dict[str, EventSpec] = field(default_factory=dict)
     queues: dict[str, QueueSpec] = field(default_factory=dict)
+    _signatures: dict[str, inspect.Signature] = field(default_factory=dict, repr=False)
+
+    def signature(self, action_name: str, bound_method: Callable[..., Any]) -> inspect.Signature:
+        """The (bound) call signature of an action, computed once per class."""
+        signature = self._signatures.get(action_name)
+        if signature is None:
+            signature = self._signatures[action_name] = inspect.signature(bound_method)
+        return signature
 
     @property
     def name(self) -> str:

@@ -74,16 +74,50 @@ class ActorLogAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
 class ActorInstance:
     """Runtime side of one awake actor; the user's :class:`Actor` object reads through it."""
 
+    # Slots and lazily made helpers keep an idle awake actor small (benchmark target:
+    # about 2 KB each); events, futures, sets and adapters appear only when used.
+    __slots__ = (
+        "__weakref__",
+        "_abort_event",
+        "_claimed",
+        "_conns",
+        "_drain_waiter",
+        "_in_state_change",
+        "_inflight",
+        "_keep_awake",
+        "_kv",
+        "_log",
+        "_pending_commit",
+        "_raw_sockets",
+        "_run_task",
+        "_stop_task",
+        "_stopped",
+        "_submitted",
+        "_throttle_handle",
+        "actor",
+        "actor_id",
+        "definition",
+        "generation",
+        "key",
+        "last_activity",
+        "namespace",
+        "options",
+        "prevent_sleep",
+        "runtime",
+        "state",
+        "status",
+        "vars",
+    )
+
     def __init__(self, runtime: ActorRuntime, definition: ActorDefinition, claimed: ClaimedActor) -> None:
         self.runtime = runtime
         self.definition = definition
         self.options = definition.options
-        self.record = claimed.record
         self.actor_id = claimed.record.actor_id
         self.key: tuple[str, ...] = claimed.record.key
         self.namespace = claimed.record.namespace
         self.generation = claimed.generation
-        self._claimed = claimed
+        self._claimed: ClaimedActor | None = claimed
         self.status = InstanceStatus.STARTING
         self.state: Any = None
         self.vars: Any = None
@@ -91,35 +125,89 @@ class ActorInstance:
         self._submitted: bytes | None = claimed.state
         self._pending_commit: asyncio.Future[None] | None = None
         self._inflight = 0
-        self._drained = asyncio.Event()
-        self._drained.set()
+        self._drain_waiter: asyncio.Future[None] | None = None
         self.last_activity = runtime.clock.monotonic()
-        self.abort_event = asyncio.Event()
-        self.stopped: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.conns: dict[str, Conn] = {}
-        #: Raw WebSockets (``on_websocket``) open on this actor; they keep it awake.
-        self.raw_sockets: set[Any] = set()
+        self._abort_event: asyncio.Event | None = None
+        self._stopped: asyncio.Future[None] | None = None
+        self._conns: dict[str, Conn] | None = None
+        self._raw_sockets: set[Any] | None = None
         self.prevent_sleep = False
-        self._keep_awake: set[asyncio.Future[Any]] = set()
+        self._keep_awake: set[asyncio.Future[Any]] | None = None
         self._stop_task: asyncio.Task[None] | None = None
         self._run_task: asyncio.Task[Any] | None = None
         self._throttle_handle: asyncio.TimerHandle | None = None
         self._in_state_change = False
-        self._signatures: dict[str, inspect.Signature] = {}
-        self.kv = ActorKV(self)
-        self.log = ActorLogAdapter(
-            logger, {"actor": definition.name, "key": list(self.key), "actor_id": self.actor_id}
-        )
+        self._kv: ActorKV | None = None
+        self._log: ActorLogAdapter | None = None
         actor = definition.cls.__new__(definition.cls)
         actor._rivet = self
         type(actor).__init__(actor)
         self.actor: Actor = actor
+
+    # -- lazily made parts -------------------------------------------------------
+
+    @property
+    def conns(self) -> dict[str, Conn]:
+        """Live connections by id."""
+        if self._conns is None:
+            self._conns = {}
+        return self._conns
+
+    @property
+    def raw_sockets(self) -> set[Any]:
+        """Raw WebSockets (``on_websocket``) open on this actor; they keep it awake."""
+        if self._raw_sockets is None:
+            self._raw_sockets = set()
+        return self._raw_sockets
+
+    @property
+    def abort_event(self) -> asyncio.Event:
+        """Set when the actor starts stopping."""
+        if self._abort_event is None:
+            self._abort_event = asyncio.Event()
+            if self.status in (InstanceStatus.STOPPING, InstanceStatus.STOPPED):
+                self._abort_event.set()
+        return self._abort_event
+
+    @property
+    def stopped(self) -> asyncio.Future[None]:
+        """Resolves once the actor has stopped."""
+        if self._stopped is None:
+            self._stopped = asyncio.get_running_loop().create_future()
+            if self.status is InstanceStatus.STOPPED:
+                self._stopped.set_result(None)
+        return self._stopped
+
+    @property
+    def kv(self) -> ActorKV:
+        if self._kv is None:
+            self._kv = ActorKV(self)
+        return self._kv
+
+    @property
+    def log(self) -> ActorLogAdapter:
+        if self._log is None:
+            self._log = ActorLogAdapter(
+                logger, {"actor": self.definition.name, "key": list(self.key), "actor_id": self.actor_id}
+            )
+        return self._log
+
+    def _set_aborted(self) -> None:
+        if self._abort_event is not None:
+            self._abort_event.set()
+
+    def _mark_stopped(self) -> None:
+        self.status = InstanceStatus.STOPPED
+        self._set_aborted()
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
 
     # -- start ------------------------------------------------------------------
 
     async def start(self) -> None:
         """Run creation (first start only) and wake hooks, then mark the actor awake."""
         claimed = self._claimed
+        assert claimed is not None
         if not claimed.initialized:
             input = serde.loads(claimed.input) if claimed.input is not None else None
             if self.definition.has_state:
@@ -135,7 +223,7 @@ class ActorInstance:
             self._submitted = data
         elif self.definition.has_state:
             self.state = serde.loads(claimed.state) if claimed.state is not None else None
-        self._claimed = ClaimedActor(claimed.record, claimed.generation, True, None, None)
+        self._claimed = None  # its bytes are in self.state now
         created_vars = await self._call_hook("create_vars", timeout=self.runtime.config.hook_timeout)
         self.vars = self.definition.make_initial_vars() if created_vars is _MISSING else created_vars
         await self._call_hook("on_wake")
@@ -209,23 +297,19 @@ class ActorInstance:
             raise
 
     def _check_arguments(self, name: str, method: Callable[..., Any], args: Any, kwargs: dict[str, Any]) -> None:
-        signature = self._signatures.get(name)
-        if signature is None:
-            signature = self._signatures[name] = inspect.signature(method)
         try:
-            signature.bind(*args, **kwargs)
+            self.definition.signature(name, method).bind(*args, **kwargs)
         except TypeError as exc:
             raise InvalidRequest(f"Invalid arguments for action {name!r}: {exc}") from None
 
     def _begin_turn(self) -> None:
         self._inflight += 1
-        self._drained.clear()
 
     def _end_turn(self) -> None:
         self._inflight -= 1
         self.last_activity = self.runtime.clock.monotonic()
-        if self._inflight == 0:
-            self._drained.set()
+        if self._inflight == 0 and self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
 
     @property
     def inflight(self) -> int:
@@ -254,7 +338,7 @@ class ActorInstance:
 
     async def close_conn(self, conn: Conn) -> None:
         """Forget a connection and run ``on_disconnect``."""
-        if self.conns.pop(conn.id, None) is None:
+        if not self._conns or self._conns.pop(conn.id, None) is None:
             return
         self.last_activity = self.runtime.clock.monotonic()
         try:
@@ -302,7 +386,7 @@ class ActorInstance:
     def broadcast(self, event: str, args: tuple[Any, ...]) -> None:
         """Deliver an event to this node's subscribed connections, then publish it for other nodes."""
         message = OutgoingEvent(event, args)
-        for conn in self.conns.values():
+        for conn in (self._conns or {}).values():
             if event in conn.subscriptions and conn.sink is not None:
                 conn.sink.send_event(message)
         self.runtime.publish(self.actor_id, message)
@@ -428,10 +512,13 @@ class ActorInstance:
     def keep_awake(self, aw: Awaitable[Any]) -> asyncio.Future[Any]:
         """Run ``aw`` in the background; the actor stays awake until it finishes."""
         future = asyncio.ensure_future(aw)
+        if self._keep_awake is None:
+            self._keep_awake = set()
         self._keep_awake.add(future)
 
         def done(f: asyncio.Future[Any]) -> None:
-            self._keep_awake.discard(f)
+            if self._keep_awake is not None:
+                self._keep_awake.discard(f)
             self.last_activity = self.runtime.clock.monotonic()
             if not f.cancelled() and f.exception() is not None:
                 self.log.error("background task failed", exc_info=f.exception())
@@ -446,8 +533,8 @@ class ActorInstance:
             and not self.options.no_sleep
             and not self.prevent_sleep
             and self._inflight == 0
-            and not self.conns
-            and not self.raw_sockets
+            and not self._conns
+            and not self._raw_sockets
             and not self._keep_awake
             and now - self.last_activity >= self.options.sleep_timeout
         )
@@ -465,7 +552,7 @@ class ActorInstance:
         if self._stop_task is None:
             # Synchronously, so calls arriving from now on wait for the stop and wake it again.
             self.status = InstanceStatus.STOPPING
-            self.abort_event.set()
+            self._set_aborted()
             self._stop_task = asyncio.get_running_loop().create_task(
                 self._stop(destroy), name=f"rivet-stop-{self.actor_id}"
             )
@@ -478,21 +565,23 @@ class ActorInstance:
         grace = self.options.sleep_grace_period
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        try:
-            await asyncio.wait_for(self._drained.wait(), timeout=grace)
-        except TimeoutError:
-            self.log.warning("%d call(s) still running after the %gs grace period", self._inflight, grace)
+        if self._inflight:
+            self._drain_waiter = loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._drain_waiter), timeout=grace)
+            except TimeoutError:
+                self.log.warning("%d call(s) still running after the %gs grace period", self._inflight, grace)
         await self._finish_background(deadline)
         try:
             await self._call_hook("on_destroy" if destroy else "on_sleep")
         except Exception:
             self.log.exception("%s raised", "on_destroy" if destroy else "on_sleep")
-        for ws in list(self.raw_sockets):
+        for ws in list(self._raw_sockets or ()):
             try:
                 await ws.close(1011, "actor.destroyed" if destroy else "actor.stopping")
             except Exception:
                 self.log.exception("closing a raw WebSocket failed")
-        for conn in list(self.conns.values()):
+        for conn in list((self._conns or {}).values()):
             await self.close_conn(conn)
             try:
                 # A group.code reason the official client parses; it reconnects and wakes us again.
@@ -511,14 +600,12 @@ class ActorInstance:
         except Exception:
             self.log.exception("final flush failed")
         finally:
-            self.status = InstanceStatus.STOPPED
-            if not self.stopped.done():
-                self.stopped.set_result(None)
+            self._mark_stopped()
             self.runtime.forget(self)
 
     async def _finish_background(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()
-        tasks: list[asyncio.Future[Any]] = list(self._keep_awake)
+        tasks: list[asyncio.Future[Any]] = list(self._keep_awake or ())
         if self._run_task is not None:
             tasks.append(self._run_task)
         if not tasks:
@@ -542,14 +629,11 @@ class ActorInstance:
 
     def abandon(self) -> None:
         """Drop this instance without writing anything (it lost ownership)."""
-        self.status = InstanceStatus.STOPPED
-        self.abort_event.set()
+        self._mark_stopped()
         if self._throttle_handle is not None:
             self._throttle_handle.cancel()
-        for task in list(self._keep_awake) + ([self._run_task] if self._run_task else []):
+        for task in list(self._keep_awake or ()) + ([self._run_task] if self._run_task else []):
             task.cancel()
-        if not self.stopped.done():
-            self.stopped.set_result(None)
 
     # -- helpers ---------------------------------------------------------------
 
