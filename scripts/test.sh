@@ -2,7 +2,8 @@
 # Install everything and run every test: README's test command and CI (.ci/run).
 #
 #   1. start Redis / PostgreSQL when they are installed but not answering
-#   2. pip install -r requirements.txt; npm ci for the official JS client (tests/js)
+#   2. chromium (apt-get) for the browser test; pip install -r requirements.txt;
+#      npm ci for the official JS client (tests/js)
 #   3. ruff check rivet_django tests; mypy (rivet_django, config in pyproject.toml)
 #   4. python -m pytest                    (whole suite, SQLite)
 #   5. RIVET_TEST_DB=postgres python -m pytest tests/test_storage.py tests/test_runtime.py tests/test_features.py
@@ -108,6 +109,17 @@ elif command -v pg_ctlcluster >/dev/null 2>&1 && [[ -d /etc/postgresql ]] && [[ 
     note "PostgreSQL answers on 127.0.0.1:5432"
 else
     missing "PostgreSQL is not running and no cluster to start (pg_ctlcluster)"
+fi
+
+say "Chromium (headless browser test of the chat demo)"
+if command -v chromium >/dev/null 2>&1; then
+    note "$(chromium --version 2>/dev/null | head -n 1)"
+elif command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
+    note "installing Debian's chromium"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+        || missing "apt-get install chromium failed"
+else
+    missing "chromium is not installed (apt-get install chromium)"
 fi
 
 # --- Dependencies -------------------------------------------------------------

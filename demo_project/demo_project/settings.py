@@ -20,6 +20,7 @@ INSTALLED_APPS = [
     "channels",
     "rivet_django",
     "counter",
+    "chat",
 ]
 
 MIDDLEWARE = [

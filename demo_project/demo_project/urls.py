@@ -4,4 +4,5 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/rivet/", include("rivet_django.urls")),
+    path("chat/", include("chat.urls")),
 ]
