@@ -351,6 +351,16 @@ class Actor:
         """Async key-value store of this actor (``get``, ``put``, ``list`` ...)."""
         return self._rivet.kv
 
+    @property
+    def schedule(self) -> Any:
+        """Durable schedules: ``after``, ``at``, ``cron``, ``every``, ``list``, ``get``, ``cancel``."""
+        return self._rivet.schedule
+
+    @property
+    def queue(self) -> Any:
+        """The actor's durable queues: ``send``, ``next``, ``iter``, ``next_batch``, ``try_next``."""
+        return self._rivet.queue
+
     # -- misc -------------------------------------------------------------------
 
     @property

@@ -70,6 +70,8 @@ class ActorRuntime:
         self.started = False
         self.stopping = False
         self.loop: asyncio.AbstractEventLoop | None = None
+        #: Fires due schedules (embedded driver); set by the node before start().
+        self.scheduler: Any = None
 
     # -- process lifecycle ---------------------------------------------------
 
@@ -80,6 +82,8 @@ class ActorRuntime:
         self.loop = asyncio.get_running_loop()
         await self.store.register_node(self.node_id, self.address, self.version)
         self.committer.start()
+        if self.scheduler is not None:
+            await self.scheduler.start()
         self._tasks = [
             self.loop.create_task(self._reap_idle_forever(), name="rivet-idle-reaper"),
             self.loop.create_task(self._renew_leases_forever(), name="rivet-lease-renewal"),
@@ -92,6 +96,8 @@ class ActorRuntime:
         if not self.started or self.stopping:
             return
         self.stopping = True
+        if self.scheduler is not None:
+            await self.scheduler.stop()
         timeout = self.config.shutdown_timeout if timeout is None else timeout
         stops = [inst.stop() for inst in list(self.instances.values())]
         if stops:

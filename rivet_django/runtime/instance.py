@@ -88,8 +88,10 @@ class ActorInstance:
         "_kv",
         "_log",
         "_pending_commit",
+        "_queue",
         "_raw_sockets",
         "_run_task",
+        "_schedule",
         "_stop_task",
         "_stopped",
         "_submitted",
@@ -139,6 +141,8 @@ class ActorInstance:
         self._in_state_change = False
         self._kv: ActorKV | None = None
         self._log: ActorLogAdapter | None = None
+        self._schedule: Any = None
+        self._queue: Any = None
         actor = definition.cls.__new__(definition.cls)
         actor._rivet = self
         type(actor).__init__(actor)
@@ -183,6 +187,24 @@ class ActorInstance:
         if self._kv is None:
             self._kv = ActorKV(self)
         return self._kv
+
+    @property
+    def schedule(self) -> Any:
+        """``self.schedule`` of the actor (:class:`~.schedule.ActorScheduleAPI`)."""
+        if self._schedule is None:
+            from .schedule import ActorScheduleAPI
+
+            self._schedule = ActorScheduleAPI(self)
+        return self._schedule
+
+    @property
+    def queue(self) -> Any:
+        """``self.queue`` of the actor (:class:`~.queue.ActorQueueAPI`)."""
+        if self._queue is None:
+            from .queue import ActorQueueAPI
+
+            self._queue = ActorQueueAPI(self)
+        return self._queue
 
     @property
     def log(self) -> ActorLogAdapter:

@@ -211,7 +211,7 @@ class DjangoActorStore(ActorStore):
 
     @staticmethod
     def _destroy(actor_id: str, generation: int | None) -> bool:
-        from ..models import Actor, ActorKV, ActorStatus
+        from ..models import Actor, ActorKV, ActorQueueMessage, ActorSchedule, ActorStatus, WorkflowEntry
 
         now = timezone.now()
         with transaction.atomic():
@@ -228,7 +228,9 @@ class DjangoActorStore(ActorStore):
                 generation=F("generation") + 1,
             )
             if updated:
-                ActorKV.objects.filter(actor_id=actor_id).delete()
+                # Everything the actor owned goes with it; the row stays as a tombstone.
+                for model in (ActorKV, ActorSchedule, ActorQueueMessage, WorkflowEntry):
+                    model.objects.filter(actor_id=actor_id).delete()
         return bool(updated)
 
     async def renew_leases(self, node_id: str, actor_ids: Sequence[str], lease_seconds: float) -> set[str]:
