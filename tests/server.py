@@ -30,7 +30,14 @@ def free_port() -> int:
 class LiveServer:
     """``python manage.py runactors`` of the demo project on its own SQLite file."""
 
-    def __init__(self, db_path: str | None = None, *, env: dict[str, str] | None = None, node_id: str = "live-node") -> None:
+    def __init__(
+        self,
+        db_path: str | None = None,
+        *,
+        env: dict[str, str] | None = None,
+        node_id: str = "live-node",
+        server: str | None = None,
+    ) -> None:
         self.db_path = db_path or os.path.join(tempfile.mkdtemp(prefix="rivet-live-"), "db.sqlite3")
         self.port = 0
         self.node_id = node_id
@@ -38,6 +45,8 @@ class LiveServer:
         self.env = {**os.environ, "RIVET_DEMO_DB": self.db_path, "DJANGO_DEBUG": "0", **(env or {})}
         self.env.pop("DJANGO_SETTINGS_MODULE", None)
         self.log_path = self.db_path + ".log"
+        # RIVET_TEST_SERVER=uvicorn runs every live test on uvicorn instead of daphne.
+        self.server = server or os.environ.get("RIVET_TEST_SERVER", "daphne")
         self._migrated = False
 
     @property
@@ -57,7 +66,10 @@ class LiveServer:
         self.port = free_port()
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "runactors", "--port", str(self.port), "--node-id", self.node_id],
+            [
+                sys.executable, "manage.py", "runactors", "--port", str(self.port),
+                "--node-id", self.node_id, "--server", self.server,
+            ],
             cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout

@@ -156,3 +156,25 @@ async def test_close_reasons_reach_the_wire(tmp_path):
         assert await stopping == 0
     finally:
         server.stop()
+
+
+def test_uvicorn_server_option(tmp_path):
+    """``runactors --server uvicorn`` serves the same API and WebSockets, and stops cleanly."""
+    from websockets.sync.client import connect
+
+    from rivet_django import protocol
+
+    server = LiveServer(str(tmp_path / "db.sqlite3"), node_id="uvicorn-node", server="uvicorn")
+    server.start()
+    try:
+        with Client(server.endpoint, encoding="cbor") as client:
+            assert client.counter.get_or_create(["uv"]).increment(4) == 4
+        url = server.endpoint.replace("http://", "ws://") + "/gateway/counter/connect?rvt-namespace=default&rvt-method=get&rvt-key=uv"
+        with connect(url, subprotocols=["rivet", "rivet_encoding.json"]) as ws:
+            assert isinstance(protocol.decode_to_client("json", ws.recv(timeout=10)), protocol.Init)
+            ws.send(protocol.encode_to_server("json", protocol.ActionRequest(1, "getCount", [])))
+            assert protocol.decode_to_client("json", ws.recv(timeout=10)) == protocol.ActionResponse(1, 4)
+        assert server.stop() == 0
+        assert "Stopped." in server.log()
+    finally:
+        server.stop()

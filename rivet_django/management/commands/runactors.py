@@ -1,23 +1,29 @@
-"""``python manage.py runactors``: one ASGI server (daphne) plus the actor runtime.
+"""``python manage.py runactors``: one ASGI server plus the actor runtime, one event loop.
 
-HTTP, WebSocket and every awake actor share one event loop. SIGINT/SIGTERM stop
-accepting connections, put every actor to sleep with a final flush, and exit 0.
+``--server daphne`` (default; Twisted's asyncio reactor) or ``--server uvicorn``
+(uvloop + httptools when installed). Either way HTTP, WebSocket and every awake
+actor share one event loop. SIGINT/SIGTERM stop accepting connections, put every
+actor to sleep with a final flush (WebSockets get a close reason), and exit 0.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 from django.utils.module_loading import import_string
 
 logger = logging.getLogger("rivet_django.runactors")
+
+SERVERS = ("daphne", "uvicorn")
 
 
 class Command(BaseCommand):
@@ -29,95 +35,185 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000, help="Port to bind (default 8000).")
         parser.add_argument("--node-id", default=None, help="This node's id (default RIVET['NODE_ID'] or host:port).")
         parser.add_argument("--prefix", default="/api/rivet", help="Where rivet_django's URLs are mounted.")
+        parser.add_argument(
+            "--server", choices=SERVERS, default="daphne", help="ASGI server: daphne (default) or uvicorn."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        from ...node import LocalNode, default_node_id, set_node
+
+        host, port = options["host"], options["port"]
+        self.host, self.port, self.prefix = host, port, options["prefix"]
+        self.node_id = options["node_id"] or default_node_id(port)
+        self.node = LocalNode(node_id=self.node_id, address=f"{host}:{port}")
+        self.exit_code = 0
+        self.stopping = False
+        set_node(self.node)
+        try:
+            if options["server"] == "uvicorn":
+                self.serve_uvicorn()
+            else:
+                self.serve_daphne()
+        finally:
+            set_node(None)
+        sys.stdout.flush()
+        if self.exit_code:
+            sys.exit(self.exit_code)
+
+    # -- node lifecycle, shared by both servers ---------------------------------
+
+    async def start_node(self) -> bool:
+        try:
+            await self.node.start()
+        except Exception:
+            logger.exception("The actor runtime failed to start")
+            self.exit_code = 1
+            return False
+        self._banner()
+        return True
+
+    async def stop_node(self) -> None:
+        """Sleep every actor with a final flush; WebSockets get ``actor.stopping``."""
+        from ...conf import rivet_settings
+
+        self.stdout.write("Shutting down: no new connections, putting actors to sleep...")
+        try:
+            await self.node.stop(float(rivet_settings.SHUTDOWN_TIMEOUT))
+        except Exception:
+            logger.exception("Error while stopping the actor runtime")
+            self.exit_code = 1
+        # Let the close frames just written leave the socket buffers.
+        await asyncio.sleep(0.2)
+        self.stdout.write("Stopped.")
+
+    # -- daphne ---------------------------------------------------------------
+
+    def serve_daphne(self) -> None:
         # daphne.server installs Twisted's asyncio reactor on import: import it first.
         from daphne.server import Server
         from twisted.internet import reactor
 
         from ...compat import patch_daphne_close_reason
         from ...conf import rivet_settings
-        from ...node import LocalNode, default_node_id, set_node
-        from ...registry import actors
 
         patch_daphne_close_reason()
-        host, port = options["host"], options["port"]
-        node_id = options["node_id"] or default_node_id(port)
-        application = import_string(settings.ASGI_APPLICATION)
-        node = LocalNode(node_id=node_id, address=f"{host}:{port}")
-        set_node(node)
+        command = self
         loop: asyncio.AbstractEventLoop = reactor._asyncioEventloop  # type: ignore[attr-defined]
-        state: dict[str, Any] = {"ports": [], "stopping": False, "exit": 0}
+        ports: list[Any] = []
 
         class RivetServer(Server):  # type: ignore[misc]
             def listen_success(self, port_obj: Any) -> None:
                 super().listen_success(port_obj)
-                state["ports"].append(port_obj)
+                ports.append(port_obj)
 
             def listen_error(self, failure: Any) -> None:
-                state["exit"] = 1
+                command.exit_code = 1
                 super().listen_error(failure)
 
         server = RivetServer(
-            application,
-            endpoints=[f"tcp:port={port}:interface={host}"],
+            import_string(settings.ASGI_APPLICATION),
+            endpoints=[f"tcp:port={self.port}:interface={self.host}"],
             signal_handlers=False,
             websocket_max_message_size=int(rivet_settings.MAX_OUTGOING_MESSAGE_SIZE),
             application_close_timeout=5,
         )
 
         async def start() -> None:
-            try:
-                await node.start()
-            except Exception:
-                logger.exception("The actor runtime failed to start")
-                state["exit"] = 1
+            if not await self.start_node():
                 reactor.stop()  # type: ignore[misc]
-                return
-            self._banner(host, port, node_id, options["prefix"], actors)
 
         async def shutdown() -> None:
-            if state["stopping"]:
+            if self.stopping:
                 return
-            state["stopping"] = True
-            self.stdout.write("Shutting down: no new connections, putting actors to sleep...")
-            for port_obj in state["ports"]:
+            self.stopping = True
+            for port_obj in ports:
                 port_obj.stopListening()
-            try:
-                await node.stop(float(rivet_settings.SHUTDOWN_TIMEOUT))
-            except Exception:
-                logger.exception("Error while stopping the actor runtime")
-                state["exit"] = 1
-            # Let the close frames just written leave the socket buffers.
-            await asyncio.sleep(0.2)
-            set_node(None)
-            self.stdout.write("Stopped.")
+            await self.stop_node()
             reactor.stop()  # type: ignore[misc]
-
-        def on_signal() -> None:
-            loop.create_task(shutdown())
 
         def install() -> None:
             for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, on_signal)
+                loop.add_signal_handler(sig, lambda: loop.create_task(shutdown()))
             loop.create_task(start())
 
         reactor.callWhenRunning(install)
         server.run()
-        sys.stdout.flush()
-        if state["exit"]:
-            sys.exit(state["exit"])
 
-    def _banner(self, host: str, port: int, node_id: str, prefix: str, actors: Any) -> None:
+    # -- uvicorn --------------------------------------------------------------
+
+    def serve_uvicorn(self) -> None:
+        try:
+            import uvicorn
+        except ImportError as exc:  # pragma: no cover - uvicorn is in requirements.txt
+            raise CommandError("--server uvicorn needs uvicorn installed") from exc
         from ...conf import rivet_settings
 
-        base = f"http://{host}:{port}"
+        command = self
+        config = uvicorn.Config(
+            import_string(settings.ASGI_APPLICATION),
+            host=self.host,
+            port=self.port,
+            lifespan="off",  # Channels' router does not speak lifespan; the node has its own.
+            log_level="warning",
+            access_log=False,
+            ws_max_size=int(rivet_settings.MAX_OUTGOING_MESSAGE_SIZE),
+            timeout_graceful_shutdown=5,
+        )
+
+        class RivetUvicorn(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                # Ours, not uvicorn's: uvicorn re-raises the signal after shutdown,
+                # which would end the process with -15 instead of 0.
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, self.request_exit)
+                try:
+                    yield
+                finally:
+                    for sig in (signal.SIGINT, signal.SIGTERM):
+                        loop.remove_signal_handler(sig)
+
+            def request_exit(self) -> None:
+                self.should_exit = True
+
+            async def startup(self, sockets: Any = None) -> None:
+                await super().startup(sockets)
+                if not self.should_exit and not await command.start_node():
+                    self.should_exit = True
+
+            async def shutdown(self, sockets: Any = None) -> None:
+                # Stop accepting, sleep the actors (closing WebSockets with a reason),
+                # then let uvicorn finish the remaining connections.
+                for server in self.servers:
+                    server.close()
+                command.stopping = True
+                if command.node.runtime.started:
+                    await command.stop_node()
+                await super().shutdown(sockets)
+
+        server = RivetUvicorn(config)
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(server.serve())
+        else:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(server.serve())
+        if not server.started:
+            self.exit_code = 1
+
+    def _banner(self) -> None:
+        from ...conf import rivet_settings
+        from ...registry import actors
+
+        base = f"http://{self.host}:{self.port}"
         layer = (getattr(settings, "CHANNEL_LAYERS", {}).get("default") or {}).get("BACKEND", "none")
         durabilities = sorted({d.options.durability for d in actors}) or ["commit"]
         lines = [
-            f"rivet_django runactors: node {node_id}",
-            f"  API:        {base}{prefix}",
-            f"  API docs:   {base}{prefix}/docs",
+            f"rivet_django runactors: node {self.node_id}",
+            f"  API:        {base}{self.prefix}",
+            f"  API docs:   {base}{self.prefix}/docs",
             f"  Admin:      {base}/admin/",
             f"  Database:   {connection.vendor} ({connection.settings_dict.get('NAME')})",
             f"  Channels:   {layer.rsplit('.', 1)[-1]}",
