@@ -317,3 +317,29 @@ async def test_raw_websocket_without_handler(rivet_node):
     await comm.connect(timeout=5)
     closed = await comm.receive_output(5)
     assert closed["type"] == "websocket.close" and closed["code"] == 1011
+
+
+async def test_self_conn_is_task_local_under_concurrent_calls(rivet_node):
+    a = Client("tasklocal", params={"name": "a"})
+    b = Client("tasklocal", params={"name": "b"})
+    await a.open()
+    await b.open()
+    # Interleaved at the await: each call still sees its own connection afterwards.
+    results = await asyncio.gather(a.call("slow_whoami", 0.2), b.call("slow_whoami", 0.1))
+    assert [r.output for r in results] == [["a", "a"], ["b", "b"]]
+    await a.close()
+    await b.close()
+
+
+async def test_connect_hook_timeout(transactional_db, settings):
+    from rivet_django.testing import running_node
+
+    settings.RIVET = {"HOOK_TIMEOUT": 0.2}
+    async with running_node():
+        client = Client("hang", params={"name": "h", "hang": 5})
+        connected, _ = await client.comm.connect(timeout=5)
+        assert connected
+        error = await client.recv()
+        assert isinstance(error, protocol.ErrorMessage) and error.code == "internal_error"
+        closed = await client.recv()
+        assert closed[0] == "close" and closed[1] == 1011

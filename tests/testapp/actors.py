@@ -291,8 +291,10 @@ class Room(Actor):
         "private": event(),
     }
 
-    def on_before_connect(self, params):
+    async def on_before_connect(self, params):
         EVENTS.append((_k(self), f"before_connect:{params!r}"))
+        if isinstance(params, dict) and params.get("hang"):
+            await asyncio.sleep(params["hang"])
         if isinstance(params, dict) and params.get("refuse"):
             raise UserError("go away", code="refused", metadata={"reason": "test"})
         if isinstance(params, dict) and params.get("crash"):
@@ -318,6 +320,12 @@ class Room(Actor):
     def whoami(self):
         return {"id": self.conn.id, "name": self.conn.state["name"], "params": self.conn.params,
                 "conns": sorted(c.state["name"] for c in self.conns.values())}
+
+    @action
+    async def slow_whoami(self, seconds):
+        before = self.conn.state["name"]
+        await asyncio.sleep(seconds)
+        return [before, self.conn.state["name"]]
 
     @action
     def whisper(self, conn_id, text):
