@@ -208,9 +208,8 @@ class ActorConnectConsumer(_GatewaySocket):
         self.outbox.put_nowait(("frame", frame))
 
     async def disconnect(self, code: int) -> None:
+        # Actions still running finish (and commit); only their replies are dropped.
         self.closing = True
-        for task in list(getattr(self, "tasks", ())):
-            task.cancel()
         writer = getattr(self, "writer", None)
         if writer is not None:
             writer.cancel()
@@ -299,6 +298,8 @@ class RawWebSocket:
         self.request = request
         self._incoming: asyncio.Queue[str | bytes | None] = asyncio.Queue()
         self.closed = False
+        #: Set by the runtime: commits state changes before the next message is handed out.
+        self.before_receive: Any = None
 
     async def send(self, data: str | bytes) -> None:
         if self.closed:
@@ -310,6 +311,8 @@ class RawWebSocket:
 
     async def receive(self) -> str | bytes | None:
         """The next message, or None once the peer closed."""
+        if self.before_receive is not None:
+            await self.before_receive()
         if self.closed and self._incoming.empty():
             return None
         return await self._incoming.get()

@@ -14,8 +14,11 @@ logic is the same for both transports.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import logging
+import os
+import socket
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -123,7 +126,14 @@ class LocalTransport(Transport):
     async def send_queue(
         self, query: ActorQuery, name: str, body: Any, wait: bool, timeout: float | None, params: Any = None
     ) -> dict[str, Any]:
-        raise ActorError("feature", "unsupported", "Queues arrive with the durable background work issue")
+        async def call(node: LocalNode) -> dict[str, Any]:
+            actor_id = await self._resolve(node, query)
+            result = await node.runtime.queues.send(
+                actor_id, name, _copy_value(body), wait=wait, timeout=timeout, params=params
+            )
+            return _copy_value(result)  # type: ignore[no-any-return]
+
+        return await self._run(call)
 
     async def destroy(self, actor_id: str) -> None:
         async def call(node: LocalNode) -> None:
@@ -369,7 +379,9 @@ def _start_background_node() -> LocalNode:
 
     def run() -> None:
         asyncio.set_event_loop(loop)
-        node = LocalNode()
+        # Never RIVET["NODE_ID"]: that names a runactors process, and two processes
+        # under one id would both pass the lease check for the same actor.
+        node = LocalNode(node_id=f"{socket.gethostname()}-client-{os.getpid()}")
         holder["node"] = node
 
         async def boot() -> None:
@@ -389,4 +401,14 @@ def _start_background_node() -> LocalNode:
         raise holder["error"]
     node = holder["node"]
     set_node(node)
+
+    def stop_at_exit() -> None:
+        # Sleep this process's actors (final flush, leases released) before it exits,
+        # so a runactors node can take them over at once.
+        try:
+            asyncio.run_coroutine_threadsafe(node.stop(timeout=10), loop).result(timeout=15)
+        except Exception:
+            pass
+
+    atexit.register(stop_at_exit)
     return node

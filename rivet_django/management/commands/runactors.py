@@ -34,7 +34,6 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1", help="Interface to bind (default 127.0.0.1).")
         parser.add_argument("--port", type=int, default=8000, help="Port to bind (default 8000).")
         parser.add_argument("--node-id", default=None, help="This node's id (default RIVET['NODE_ID'] or host:port).")
-        parser.add_argument("--prefix", default="/api/rivet", help="Where rivet_django's URLs are mounted.")
         parser.add_argument(
             "--server", choices=SERVERS, default="daphne", help="ASGI server: daphne (default) or uvicorn."
         )
@@ -43,7 +42,7 @@ class Command(BaseCommand):
         from ...node import LocalNode, default_node_id, set_node
 
         host, port = options["host"], options["port"]
-        self.host, self.port, self.prefix = host, port, options["prefix"]
+        self.host, self.port, self.prefix = host, port, _api_prefix()
         self.node_id = options["node_id"] or default_node_id(port)
         self.node = LocalNode(node_id=self.node_id, address=f"{host}:{port}")
         self.exit_code = 0
@@ -204,6 +203,7 @@ class Command(BaseCommand):
             self.exit_code = 1
 
     def _banner(self) -> None:
+        """What this node serves: URLs, database, channel layer, scheduler, actors."""
         from ...conf import rivet_settings
         from ...registry import actors
 
@@ -217,9 +217,26 @@ class Command(BaseCommand):
             f"  Admin:      {base}/admin/",
             f"  Database:   {connection.vendor} ({connection.settings_dict.get('NAME')})",
             f"  Channels:   {layer.rsplit('.', 1)[-1]}",
+            f"  Mode:       {_mode(layer)}",
             f"  Scheduler:  {rivet_settings.SCHEDULER}; durability: {', '.join(durabilities)}",
             f"  Actors ({len(actors)}): {', '.join(actors.names()) or '(none registered)'}",
             f"Listening on {base} (Ctrl-C to stop)",
         ]
         self.stdout.write("\n".join(lines))
         sys.stdout.flush()
+
+
+def _api_prefix() -> str:
+    """Where the project mounted ``rivet_django.urls`` (read from its URLconf)."""
+    from django.urls import NoReverseMatch, reverse
+
+    try:
+        return reverse("rivet:get_metadata").rsplit("/metadata", 1)[0]
+    except NoReverseMatch:
+        return "/api/rivet"
+
+
+def _mode(layer: str) -> str:
+    if connection.vendor == "sqlite" and layer.endswith("InMemoryChannelLayer"):
+        return "embedded (one process: SQLite, in-memory channel layer)"
+    return f"{connection.vendor} database, {layer.rsplit('.', 1)[-1]} (cluster-capable)"
