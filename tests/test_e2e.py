@@ -178,3 +178,24 @@ def test_uvicorn_server_option(tmp_path):
         assert "Stopped." in server.log()
     finally:
         server.stop()
+
+
+async def test_raw_websocket_and_fetch_through_python_handles(actor_server):
+    async with AsyncClient(actor_server.endpoint) as client:
+        handle = client.counter.get_or_create(["raw-py"])
+        assert await handle.increment(6) == 6
+        response = await handle.fetch("/count")
+        assert response.status_code == 200 and response.json() == {"count": 6, "method": "GET"}
+        async with await handle.websocket("/echo?x=1") as ws:
+            assert await asyncio.wait_for(ws.recv(), 10) == "welcome /echo"
+            await ws.send(b"\x00\x01")
+            assert await asyncio.wait_for(ws.recv(), 10) == b"\x00\x01"
+            await ws.send("count")
+            assert await asyncio.wait_for(ws.recv(), 10) == "6"
+
+
+def test_sync_raw_websocket(actor_server):
+    with Client(actor_server.endpoint) as client, client.counter.get_or_create(["raw-sync"]).websocket("/s") as ws:
+        assert ws.recv(timeout=10) == "welcome /s"
+        ws.send("hi")
+        assert ws.recv(timeout=10) == "hi"

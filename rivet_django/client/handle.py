@@ -138,6 +138,18 @@ class ActorHandle:
             self._query, path, method, headers, _body_bytes(body), self._params
         )
 
+    async def websocket(self, path: str = "/") -> Any:
+        """A raw WebSocket to the actor's ``on_websocket`` (a ``websockets`` client connection).
+
+        ``await ws.send(str | bytes)``, ``await ws.recv()``, ``async for message in ws``,
+        ``await ws.close()``; use it as ``async with await handle.websocket("/x") as ws``.
+        """
+        from websockets.asyncio.client import connect
+        from websockets.typing import Subprotocol
+
+        url, protocols = await self._transport.websocket_target(self._query, path, self._params)
+        return await connect(url, subprotocols=[Subprotocol(p) for p in protocols], max_size=None)
+
     def connect(
         self, params: Any = UNSET, *, call_timeout: float | None = DEFAULT_CALL_TIMEOUT
     ) -> ActorConnection:
@@ -301,6 +313,16 @@ class SyncActorHandle(_Blocking):
     ) -> httpx.Response:
         """Blocking :meth:`ActorHandle.fetch` (the response body is already read)."""
         return self._run(self._handle.fetch(path, method, headers, body))
+
+    def websocket(self, path: str = "/") -> Any:
+        """A blocking raw WebSocket (``websockets.sync`` connection) to the actor's ``on_websocket``."""
+        from websockets.sync.client import connect
+        from websockets.typing import Subprotocol
+
+        url, protocols = self._run(
+            self._handle._transport.websocket_target(self._handle._query, path, self._handle._params)
+        )
+        return connect(url, subprotocols=[Subprotocol(p) for p in protocols], max_size=None)
 
     def destroy(self) -> None:
         """Blocking :meth:`ActorHandle.destroy`."""

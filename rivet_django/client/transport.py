@@ -170,6 +170,10 @@ class Transport(ABC):
     async def close(self) -> None:
         """Release the transport's resources; it is unusable afterwards."""
 
+    async def websocket_target(self, query: ActorQuery, path: str, params: Any = None) -> tuple[str, list[str]]:
+        """URL and subprotocols of a raw WebSocket to the actor's ``on_websocket``."""
+        raise ActorError("feature", "unsupported", "Raw WebSockets need the HTTP transport")
+
     @property
     def connections(self) -> set[Any]:
         """The stateful connections opened through this transport and not disposed yet.
@@ -473,6 +477,11 @@ class HttpTransport(Transport):
         if params is not None:
             merged[HEADER_CONN_PARAMS] = encode_conn_params(params)
         return await self._send(method.upper(), url, headers=merged, content=body)
+
+    async def websocket_target(self, query: ActorQuery, path: str, params: Any = None) -> tuple[str, list[str]]:
+        """``ws(s)://.../gateway/.../websocket/{path}`` and the JS client's subprotocols."""
+        url = await self._gateway_url(query, "/websocket/" + path.removeprefix("/"))
+        return "ws" + url.removeprefix("http"), connection_subprotocols("bare", params)
 
     async def open_connection(self, query: ActorQuery, params: Any = None) -> ConnectionChannel:
         """A WebSocket to ``/gateway/.../connect``, with the subprotocols of the JS client."""
