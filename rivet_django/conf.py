@@ -20,6 +20,21 @@ DEFAULTS: dict[str, Any] = {
     "INSPECTOR_TOKEN": None,
     # "embedded" (runactors fires schedules) or "celery".
     "SCHEDULER": "embedded",
+    # Most schedules one actor may hold (``self.schedule``).
+    "MAX_SCHEDULES_PER_ACTOR": 1000,
+    # Embedded driver: how often a node looks in the database for due schedules it
+    # has no timer for (made by other processes), in seconds.
+    "SCHEDULE_POLL_INTERVAL": 1.0,
+    # Attempts of a failing scheduled run (per schedule: ``max_attempts=``), and the
+    # exponential backoff between them: BACKOFF * 2**(attempt - 1), at most BACKOFF_MAX.
+    "SCHEDULE_MAX_ATTEMPTS": 5,
+    "SCHEDULE_RETRY_BACKOFF": 1.0,
+    "SCHEDULE_RETRY_BACKOFF_MAX": 300.0,
+    # A run that starts more than this many seconds after its due time was missed
+    # (misfire policy "skip" drops it).
+    "SCHEDULE_MISFIRE_GRACE": 10.0,
+    # Misfire policy "run_all": most missed runs of one schedule caught up after downtime.
+    "SCHEDULE_RUN_ALL_LIMIT": 10,
     # Longest time a dirty state waits to join a group commit (seconds). 0: commit
     # as soon as the previous commit finishes (batches form while one is in flight).
     "COMMIT_INTERVAL": 0.0,

@@ -19,8 +19,17 @@ pair and carries the HTTP status it is served with::
      |    +-- Forbidden              auth.forbidden                 403
      |    +-- StateNotEnabled        actor.state_not_enabled        400
      |    +-- StateNotSerializable   state.not_serializable         500
+     |    +-- InvalidSchedule        schedule.invalid               400
+     |    +-- TooManySchedules       schedule.limit_exceeded        400
      |    +-- ActorStopping          actor.stopping                 503
+     |    +-- ActorAborted           actor.aborted                  503
      |    +-- LostOwnership          actor.lost_ownership           503
+     |    +-- QueueFull              queue.full                     400
+     |    +-- QueueMessageTooLarge   queue.message_too_large        400
+     |    +-- QueueNotDeclared       queue.not_declared             400
+     |    +-- QueueAlreadyCompleted  queue.already_completed        400
+     |    +-- QueuePreviousMessageNotCompleted
+     |                               queue.previous_message_not_completed 400
      +-- InternalError               actor.internal_error, masked
 
 Anything that is not a :class:`PublicError` is masked on the wire as
@@ -35,6 +44,7 @@ __all__ = [
     "INTERNAL_ERROR_MESSAGE",
     "ActionNotFound",
     "ActionTimedOut",
+    "ActorAborted",
     "ActorNotFound",
     "ActorStopping",
     "AlreadyRegistered",
@@ -45,13 +55,20 @@ __all__ = [
     "InternalError",
     "InvalidEncoding",
     "InvalidRequest",
+    "InvalidSchedule",
     "LostOwnership",
     "MethodNotAllowed",
     "OutgoingTooLong",
     "PublicError",
+    "QueueAlreadyCompleted",
+    "QueueFull",
+    "QueueMessageTooLarge",
+    "QueueNotDeclared",
+    "QueuePreviousMessageNotCompleted",
     "RivetError",
     "StateNotEnabled",
     "StateNotSerializable",
+    "TooManySchedules",
     "UserError",
     "public_error_of",
 ]
@@ -189,10 +206,34 @@ class StateNotSerializable(PublicError):
     status_code = 500
 
 
+class InvalidSchedule(PublicError):
+    """``self.schedule`` was given something it cannot schedule; nothing was stored."""
+
+    group = "schedule"
+    code = "invalid"
+    default_message = "Invalid schedule"
+
+
+class TooManySchedules(PublicError):
+    """The actor already holds ``MAX_SCHEDULES_PER_ACTOR`` schedules."""
+
+    group = "schedule"
+    code = "limit_exceeded"
+    default_message = "Too many schedules for this actor"
+
+
 class ActorStopping(PublicError):
     code = "stopping"
     status_code = 503
     default_message = "Actor is stopping"
+
+
+class ActorAborted(PublicError):
+    """A wait (``self.queue.next``) ended because the actor started stopping; ``run`` loops may let it end them."""
+
+    code = "aborted"
+    status_code = 503
+    default_message = "The actor is stopping; the wait was aborted"
 
 
 class LostOwnership(PublicError):
@@ -201,6 +242,48 @@ class LostOwnership(PublicError):
     code = "lost_ownership"
     status_code = 503
     default_message = "The actor moved to another node; retry the request"
+
+
+class QueueFull(PublicError):
+    """A send to a queue that holds its limit of messages (PROTOCOL.md section 7)."""
+
+    group = "queue"
+    code = "full"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"Queue is full. Limit is {limit} messages.")
+        self.limit = limit
+
+
+class QueueMessageTooLarge(PublicError):
+    group = "queue"
+    code = "message_too_large"
+    default_message = "Queue message is too large"
+
+
+class QueueNotDeclared(PublicError):
+    """A send to (or receive from) a queue name the actor does not declare in ``queues``."""
+
+    group = "queue"
+    code = "not_declared"
+    default_message = "Queue is not declared"
+
+
+class QueueAlreadyCompleted(PublicError):
+    group = "queue"
+    code = "already_completed"
+    default_message = "Queue message was already completed."
+
+
+class QueuePreviousMessageNotCompleted(PublicError):
+    """A consumer asked for more messages while a ``completable`` one it holds is not completed."""
+
+    group = "queue"
+    code = "previous_message_not_completed"
+    default_message = (
+        "Previous completable queue message is not completed. "
+        "Call `message.complete(...)` before receiving the next message."
+    )
 
 
 class AlreadyRegistered(Exception):

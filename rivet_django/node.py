@@ -52,6 +52,9 @@ class LocalNode:
             version=__version__,
             address=address,
         )
+        from .storage.schedules import make_scheduler
+
+        self.runtime.scheduler = make_scheduler(self.runtime, self.store.executor)
         self.router = ActorRouter(self.runtime)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._start_lock: asyncio.Lock | None = None

@@ -343,3 +343,34 @@ async def test_connect_hook_timeout(transactional_db, settings):
         assert isinstance(error, protocol.ErrorMessage) and error.code == "internal_error"
         closed = await client.recv()
         assert closed[0] == "close" and closed[1] == 1011
+
+
+async def test_events_wait_for_the_commit_and_die_with_a_failed_one(rivet_node):
+    listener = Client("held", params={"name": "l"})
+    speaker = Client("held", params={"name": "s"})
+    await listener.open()
+    await speaker.open()
+    await listener.subscribe("message")
+    await asyncio.sleep(0.05)
+    failed = await speaker.call("announce_then_break", "never")
+    assert isinstance(failed, protocol.ErrorMessage) and failed.code == "not_serializable"
+    # The state change was rolled back, so the event describing it was never sent.
+    assert await listener.comm.receive_nothing(timeout=0.3)
+    ok = await speaker.call("send", "after")
+    assert ok.output == 1
+    assert await listener.recv() == protocol.Event("message", ["s", "after"])
+    await listener.close()
+    await speaker.close()
+
+
+async def test_state_changed_in_connect_hooks_is_committed(rivet_node):
+    from asgiref.sync import sync_to_async
+
+    from rivet_django.models import Actor as ActorRow
+    from rivet_django.runtime import serde
+
+    client = Client("joined", params={"name": "j"})
+    init = await client.open()
+    row = await sync_to_async(ActorRow.objects.get)(pk=init.actor_id)
+    assert serde.loads(bytes(row.state))["joined"] == 1
+    await client.close()

@@ -21,6 +21,7 @@ INSTALLED_APPS = [
     "rivet_django",
     "counter",
     "chat",
+    "reminder",
 ]
 
 MIDDLEWARE = [

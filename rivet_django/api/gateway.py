@@ -1,7 +1,8 @@
 """Gateway routes: one actor's HTTP routes, reached by id, query or header form.
 
-``/gateway/{target}/action/{name}`` and friends. The body of an action call is
-read raw, so the three encodings share one path: decode -> router -> encode.
+``/gateway/{target}/action/{name}`` and friends. The body of an action call (or
+a queue send) is read raw, so the three encodings share one path: decode ->
+router -> encode.
 """
 
 from __future__ import annotations
@@ -46,6 +47,29 @@ _ACTION_DOC: dict[str, Any] = {
         },
         {"in": "header", "name": "x-rivet-conn-params", "schema": {"type": "string"}, "required": False},
     ],
+}
+
+
+_QUEUE_DOC: dict[str, Any] = {
+    "requestBody": {
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "body": {},
+                        "name": {"type": "string"},
+                        "wait": {"type": "boolean", "default": False},
+                        "timeout": {"type": "integer", "minimum": 0, "description": "milliseconds"},
+                    },
+                    "required": ["body"],
+                }
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+        "required": True,
+    },
+    "parameters": _ACTION_DOC["parameters"],
 }
 
 
@@ -98,6 +122,45 @@ async def call_action(request: HttpRequest, segment: str | None, name: str) -> H
     return encoded_response(request, data, headers={"x-rivet-actor": actor_id})
 
 
+async def send_queue(request: HttpRequest, segment: str | None, name: str) -> HttpResponse:
+    """Decode a queue send, store it in the actor's queue (waiting if asked), encode ``{"status", "response"?}``."""
+    encoding = protocol.parse_encoding(request.headers.get("x-rivet-encoding"))
+    target = _target(request, segment)
+    body = _read_body(request)
+    message, version = protocol.decode_queue_send_request(encoding, body)
+    request.rivet_version = version  # type: ignore[attr-defined]
+    params = parse_conn_params(request.headers.get("x-rivet-conn-params"), int(rivet_settings.MAX_CONN_PARAMS_SIZE))
+    timeout = None if message.timeout_ms is None else message.timeout_ms / 1000
+    node = await started_node()
+
+    async def send(actor_id: str) -> dict[str, Any]:
+        return await node.runtime.queues.send(
+            actor_id, name, message.body, wait=message.wait, timeout=timeout, params=params, request=request
+        )
+
+    actor_id = await target.resolve(node.router)
+    try:
+        result = await send(actor_id)
+    except ActorNotFound:
+        if target.method == "id":
+            raise
+        # A cached address may point at an actor destroyed elsewhere: resolve afresh once.
+        node.router.forget(target.namespace, target.name or "", target.key)
+        actor_id = await target.resolve(node.router)
+        result = await send(actor_id)
+    try:
+        data = protocol.encode_queue_send_response(
+            encoding, result["status"], result.get("response"), "response" in result, version
+        )
+    except Exception as exc:
+        logger.error("Response to a message of queue %r is not serializable: %s", name, exc)
+        raise RivetError(f"Response to a message of queue {name!r} is not serializable") from exc
+    limit = int(rivet_settings.MAX_OUTGOING_MESSAGE_SIZE)
+    if len(data) > limit:
+        raise OutgoingTooLong(f"Response is {len(data)} bytes; the limit is {limit}")
+    return encoded_response(request, data, headers={"x-rivet-actor": actor_id})
+
+
 def _actor_request(request: HttpRequest, path: str) -> HttpRequest:
     """The request as the actor sees it: path without ``/request``, ``rvt-*`` stripped."""
     _ = request.body  # read now so the copy shares the body, not the stream
@@ -140,6 +203,10 @@ async def header_form_route(request: HttpRequest, route: str) -> HttpResponse:
         if request.method != "POST":
             raise MethodNotAllowed()
         return await call_action(request, None, parts[1])
+    if parts[0] == "queue" and len(parts) == 2:
+        if request.method != "POST":
+            raise MethodNotAllowed()
+        return await send_queue(request, None, parts[1])
     if parts[0] == "request":
         return await raw_request(request, None, parts[1] if len(parts) == 2 else "")  # type: ignore[return-value]
     if parts[0] == "metadata" and len(parts) == 1:
@@ -165,6 +232,21 @@ async def action(request: HttpRequest, target: str, name: str) -> HttpResponse:
 @router.api_operation(["GET", "PUT", "PATCH", "DELETE"], "/gateway/{target}/action/{name}", include_in_schema=False)
 async def action_wrong_method(request: HttpRequest, target: str, name: str) -> HttpResponse:
     raise MethodNotAllowed(f"Actions are called with POST, not {request.method}")
+
+
+@router.post(
+    "/gateway/{target}/queue/{name}",
+    response={400: schemas.ErrorOut, 403: schemas.ErrorOut, 404: schemas.ErrorOut, 500: schemas.ErrorOut},
+    summary="Send a message to a durable queue (optionally wait for its completion)",
+    openapi_extra=_QUEUE_DOC,
+)
+async def queue_send(request: HttpRequest, target: str, name: str) -> HttpResponse:
+    return await send_queue(request, target, name)
+
+
+@router.api_operation(["GET", "PUT", "PATCH", "DELETE"], "/gateway/{target}/queue/{name}", include_in_schema=False)
+async def queue_wrong_method(request: HttpRequest, target: str, name: str) -> HttpResponse:
+    raise MethodNotAllowed(f"Queue messages are sent with POST, not {request.method}")
 
 
 @router.get("/gateway/{target}/metadata", summary="Actor metadata")

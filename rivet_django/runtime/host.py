@@ -18,6 +18,7 @@ from .committer import GroupCommitter
 from .config import Clock, RuntimeConfig
 from .conn import Conn, ConnSink, OutgoingEvent
 from .instance import ActorInstance, InstanceStatus, NotAwake
+from .queue import QueueHub
 from .store import ActorStore
 
 if TYPE_CHECKING:
@@ -72,6 +73,8 @@ class ActorRuntime:
         self.loop: asyncio.AbstractEventLoop | None = None
         #: Fires due schedules (embedded driver); set by the node before start().
         self.scheduler: Any = None
+        #: Client sends to actors' durable queues and the senders waiting for completions.
+        self.queues = QueueHub(self)
 
     # -- process lifecycle ---------------------------------------------------
 
@@ -88,6 +91,8 @@ class ActorRuntime:
             self.loop.create_task(self._reap_idle_forever(), name="rivet-idle-reaper"),
             self.loop.create_task(self._renew_leases_forever(), name="rivet-lease-renewal"),
         ]
+        # Actors that were consuming queued messages when the process stopped or crashed resume.
+        self._tasks.append(self.loop.create_task(self.queues.recover(), name="rivet-queue-recovery"))
         self.started = True
         logger.info("Actor runtime started on node %s", self.node_id)
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..exceptions import (
     ActionNotFound,
     ActionTimedOut,
+    ActorAborted,
     ActorNotFound,
     Forbidden,
     InvalidRequest,
@@ -32,8 +33,9 @@ from ..exceptions import (
     StateNotSerializable,
 )
 from . import serde
-from .conn import Conn, OutgoingEvent
+from .conn import Conn, OutgoingEvent, TurnEvents, emit, turn_events
 from .kv import ActorKV
+from .queue import enter_handler, leave_handler
 from .store import ClaimedActor, StateWrite
 
 if TYPE_CHECKING:
@@ -217,6 +219,8 @@ class ActorInstance:
     def _set_aborted(self) -> None:
         if self._abort_event is not None:
             self._abort_event.set()
+        if self._queue is not None:
+            self._queue.abort_waits()
 
     def _mark_stopped(self) -> None:
         self.status = InstanceStatus.STOPPED
@@ -257,12 +261,21 @@ class ActorInstance:
         self.log.debug("awake (generation %d)", self.generation)
 
     async def _run_loop(self) -> None:
+        scope = enter_handler()  # run() is the handler of the queue messages it receives
+        handled = False
         try:
             await self._call_hook("run")
+            handled = True
         except asyncio.CancelledError:
             raise
+        except ActorAborted:
+            handled = True  # a queue wait ended because the actor is stopping: a normal end
         except Exception:
             self.log.exception("run() raised; the actor stays alive")
+        finally:
+            consumer = leave_handler(scope)
+            if consumer is not None:
+                await consumer.finish(handled)
 
     # -- calls --------------------------------------------------------------------
 
@@ -285,6 +298,10 @@ class ActorInstance:
         self._check_arguments(name, method, args, kwargs)
         self._begin_turn()
         token = _current_conn.set((self, conn) if conn is not None else None)
+        scope = enter_handler()  # queue messages received by the action are acknowledged when it returns
+        handled = False
+        turn = TurnEvents(self.actor_id) if self.options.durability == "commit" else None
+        turn_token = turn_events.set(turn)
         try:
             try:
                 output = await self._invoke(name, method, spec.is_async, args, kwargs)
@@ -292,10 +309,22 @@ class ActorInstance:
                 if hook is not None:
                     output = await _maybe_await(hook(self.actor, name, list(args), output))
             finally:
-                await self._persist_changes()
+                try:
+                    await self._persist_changes()
+                except BaseException:
+                    if turn is not None:
+                        turn.discard()  # the state these events describe was not committed
+                    raise
+                if turn is not None:
+                    turn.flush()
+            handled = True
             return output
         finally:
+            turn_events.reset(turn_token)
             _current_conn.reset(token)
+            consumer = leave_handler(scope)
+            if consumer is not None:
+                await consumer.finish(handled)
             self._end_turn()
 
     async def _invoke(
@@ -356,6 +385,8 @@ class ActorInstance:
         finally:
             _current_request.reset(req_token)
         self.conns[conn.id] = conn
+        # State the hooks changed is committed before the connection is usable.
+        await self._persist_changes()
         return conn
 
     async def close_conn(self, conn: Conn) -> None:
@@ -365,6 +396,8 @@ class ActorInstance:
         self.last_activity = self.runtime.clock.monotonic()
         try:
             await self._call_hook("on_disconnect", conn, timeout=self.runtime.config.hook_timeout)
+            if self.status is InstanceStatus.AWAKE:
+                await self._persist_changes()
         except Exception:
             self.log.exception("on_disconnect raised")
 
@@ -407,9 +440,11 @@ class ActorInstance:
 
     def broadcast(self, event: str, args: tuple[Any, ...]) -> None:
         """Deliver an event to this node's subscribed connections, then publish it for other nodes."""
-        message = OutgoingEvent(event, args)
+        emit(self.actor_id, self._deliver, OutgoingEvent(event, args))
+
+    def _deliver(self, message: OutgoingEvent) -> None:
         for conn in (self._conns or {}).values():
-            if event in conn.subscriptions and conn.sink is not None:
+            if message.name in conn.subscriptions and conn.sink is not None:
                 conn.sink.send_event(message)
         self.runtime.publish(self.actor_id, message)
 
@@ -442,6 +477,8 @@ class ActorInstance:
         if hook is None:
             raise ActorNotFound(f"Actor {self.definition.name!r} has no on_websocket handler")
         self.raw_sockets.add(ws)
+        # Each receive first commits what handling the previous message changed.
+        ws.before_receive = self._persist_changes
         token = _current_request.set(request)
         try:
             await _maybe_await(hook(self.actor, ws))
@@ -487,6 +524,17 @@ class ActorInstance:
             await self._commit(data)
         else:
             self._schedule_throttled_save()
+
+    def persist_soon(self) -> None:
+        """Commit state changed outside a turn (background work, raw sockets) in a task."""
+        task = asyncio.get_running_loop().create_task(self._persist_quietly())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _persist_quietly(self) -> None:
+        try:
+            await self._persist_changes()
+        except Exception:
+            self.log.exception("committing state changed outside a call failed")
 
     async def _commit(self, data: bytes | None) -> None:
         future = self.runtime.committer.submit(StateWrite(self.actor_id, self.generation, data))
@@ -542,6 +590,9 @@ class ActorInstance:
             if self._keep_awake is not None:
                 self._keep_awake.discard(f)
             self.last_activity = self.runtime.clock.monotonic()
+            if self.status is InstanceStatus.AWAKE:
+                # Background work's state changes are committed once it ends.
+                self.persist_soon()
             if not f.cancelled() and f.exception() is not None:
                 self.log.error("background task failed", exc_info=f.exception())
 
@@ -558,6 +609,7 @@ class ActorInstance:
             and not self._conns
             and not self._raw_sockets
             and not self._keep_awake
+            and (self._queue is None or not self._queue.busy)
             and now - self.last_activity >= self.options.sleep_timeout
         )
 

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from rivet_django import Actor, UserError, action, event
+from rivet_django import Actor, UserError, action, event, queue
 from rivet_django.exceptions import Forbidden
 
 #: Hook calls recorded by LifecycleActor, in order: (actor key, hook name).
@@ -306,6 +306,7 @@ class Room(Actor):
 
     def on_connect(self, conn):
         EVENTS.append((_k(self), f"on_connect:{len(self.conns)}"))
+        self.state["joined"] = self.state.get("joined", 0) + 1
 
     def on_disconnect(self, conn):
         EVENTS.append((_k(self), f"on_disconnect:{conn.state['name']}"))
@@ -320,6 +321,11 @@ class Room(Actor):
     def whoami(self):
         return {"id": self.conn.id, "name": self.conn.state["name"], "params": self.conn.params,
                 "conns": sorted(c.state["name"] for c in self.conns.values())}
+
+    @action
+    def announce_then_break(self, text):
+        self.broadcast("message", "system", text)
+        self.state["broken"] = object()
 
     @action
     async def slow_whoami(self, seconds):
@@ -378,3 +384,213 @@ class Room(Actor):
                 await ws.close(4000, "bye")
                 return
             await ws.send(message)
+
+
+# -- durable queues ---------------------------------------------------------------------
+
+#: What queue handlers saw, in order: (actor key, what, message id, attempts).
+QUEUE_LOG: list[tuple[str, str, int, int]] = []
+
+
+def _message(msg):
+    if msg is None:
+        return None
+    return {"id": msg.id, "name": msg.name, "body": msg.body, "attempts": msg.attempts}
+
+
+class Inbox(Actor):
+    """Consumes its queues from actions; declares no queues, so any name is accepted."""
+
+    state = {"seen": []}
+
+    class Meta:
+        max_queue_size = 20
+        max_queue_message_size = 1024
+
+    @action
+    async def send(self, name, body):
+        return await self.queue.send(name, body)
+
+    @action
+    async def next(self, names=None, timeout=None, completable=False, respond=None):
+        msg = await self.queue.next(names, timeout=timeout, completable=completable)
+        if msg is not None and respond is not None:
+            await msg.complete(respond)
+        return _message(msg)
+
+    @action
+    async def next_batch(self, names=None, count=1, timeout=None):
+        return [_message(m) for m in await self.queue.next_batch(names, count=count, timeout=timeout)]
+
+    @action
+    async def try_next(self, names=None):
+        return _message(await self.queue.try_next(names))
+
+    @action
+    async def try_next_batch(self, names=None, count=1):
+        return [_message(m) for m in await self.queue.try_next_batch(names, count=count)]
+
+    @action
+    async def drain(self, names=None):
+        """Every stored message, one receive at a time (each receive acknowledges the previous one)."""
+        out = []
+        while (msg := await self.queue.try_next(names)) is not None:
+            self.state["seen"].append(msg.id)
+            out.append(_message(msg))
+        return out
+
+    @action
+    async def size(self, names=None):
+        return await self.queue.size(names)
+
+    @action
+    async def receive_and_fail(self, completable=False):
+        msg = await self.queue.next(timeout=1, completable=completable)
+        raise UserError("handler failed", metadata={"id": msg.id if msg else None})
+
+    @action
+    async def complete_twice(self):
+        msg = await self.queue.next(timeout=1, completable=True)
+        await msg.complete("first")
+        await msg.complete("second")
+
+    @action
+    async def hold_completable(self):
+        first = await self.queue.next(timeout=1, completable=True)
+        try:
+            await self.queue.next(timeout=0)
+        except Exception as exc:
+            return {"held": first.id, "error": f"{exc.group}.{exc.code}"}
+        return {"held": first.id, "error": None}
+
+    @action
+    async def wait_with_signal(self, delay):
+        signal = asyncio.Event()
+        asyncio.get_running_loop().call_later(delay, signal.set)
+        return _message(await self.queue.next(signal=signal))
+
+    @action
+    async def wait_until_stopped(self):
+        """Waits for a message with no timeout; the actor stopping ends the wait."""
+        try:
+            await self.queue.next()
+        except Exception as exc:
+            return f"{exc.group}.{exc.code}"
+        return "got a message"
+
+    @action
+    async def send_to_worker(self, key, body, wait=True):
+        return await self.client().worker.get_or_create([key]).queue.send("jobs", body, wait=wait, timeout=5)
+
+    @action
+    async def bad_send(self, kind):
+        if kind == "name":
+            await self.queue.send("", 1)
+        elif kind == "body":
+            await self.queue.send("q", object())
+        elif kind == "count":
+            await self.queue.next_batch(count=0)
+
+
+class Worker(Actor):
+    """A ``run`` loop consuming declared queues; limits and ``can_publish``."""
+
+    state = {"done": [], "wakes": 0}
+    queues = {
+        "jobs": queue(),
+        "never": queue(),
+        "small": queue(max_size=2, max_message_size=64),
+        "private": queue(can_publish=lambda self, conn: isinstance(conn.params, dict) and conn.params.get("token") == "secret"),
+    }
+
+    def on_wake(self):
+        self.state["wakes"] += 1
+
+    async def run(self):
+        async for msg in self.queue.iter("jobs"):
+            body = msg.body if isinstance(msg.body, dict) else {"value": msg.body}
+            QUEUE_LOG.append((_k(self), "received", msg.id, msg.attempts))
+            if body.get("block") and msg.attempts == 1:
+                # Mid-handler: the start is durable, the message is not acknowledged yet.
+                self.state.setdefault("started", []).append(msg.id)
+                await self.save_state()
+                await asyncio.sleep(body["block"])
+            self.state["done"].append(body.get("n", body.get("value")))
+            if "reply" in body:
+                await msg.complete({"reply": body["reply"], "done": len(self.state["done"])})
+
+    @action
+    def status(self):
+        return dict(self.state)
+
+    @action
+    async def publish(self, name, body):
+        """A send from the actor itself (no can_publish check)."""
+        return await self.queue.send(name, body)
+
+    @action
+    async def peek(self, names):
+        return _message(await self.queue.try_next(names))
+
+    @action
+    async def size(self, names=None):
+        return await self.queue.size(names)
+
+
+class Scheduled(Actor):
+    """Exercises ``self.schedule`` (tests/test_schedules.py)."""
+
+    state = {"runs": [], "fail_left": 0}
+
+    @action
+    async def add(self, method: str, *args, **options):
+        """``self.schedule.<method>(*args, **options)``: after, at, cron, every."""
+        return await getattr(self.schedule, method)(*args, **options)
+
+    @action
+    async def schedules(self):
+        return [s.as_dict() for s in await self.schedule.list()]
+
+    @action
+    async def get_schedule(self, schedule_id):
+        found = await self.schedule.get(schedule_id)
+        return None if found is None else found.as_dict()
+
+    @action
+    async def cancel(self, schedule_id):
+        return await self.schedule.cancel(schedule_id)
+
+    @action
+    def record(self, tag):
+        import time
+
+        self.state["runs"].append({"tag": tag, "at": time.time(), "conn": self.conn is not None})
+        return len(self.state["runs"])
+
+    @action
+    def flaky(self, tag):
+        if self.state["fail_left"] > 0:
+            self.state["fail_left"] -= 1
+            raise UserError("not yet", code="flaky")
+        return self.record(tag)
+
+    @action
+    def boom(self):
+        raise RuntimeError("scheduled failure")
+
+    @action
+    def set_fail(self, count: int):
+        self.state["fail_left"] = count
+
+    @action
+    def runs(self):
+        return self.state["runs"]
+
+
+class SleepyScheduled(Scheduled):
+    """Like Scheduled, but falls asleep 0.2 s after its last call."""
+
+    state = {"runs": [], "fail_left": 0}
+
+    class Meta:
+        sleep_timeout = 0.2

@@ -1,0 +1,1 @@
+"""The reminder demo: a ``reminder`` actor per user, built on ``self.schedule``."""
