@@ -83,6 +83,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="rivet_django.W002",
             )
         )
+    if rivet_settings.SCHEDULER == "celery" and backend.endswith("InMemoryChannelLayer"):
+        messages.append(
+            Error(
+                'RIVET["SCHEDULER"] is "celery" but the channel layer is InMemoryChannelLayer.',
+                hint="The Celery dispatcher reaches nodes over the channel layer: use channels_redis.",
+                id="rivet_django.E008",
+            )
+        )
     if backend.startswith("channels_redis"):
         import redis
 

@@ -383,7 +383,8 @@ def _pop_class_value(cls: type, attr: str) -> Any:
 
     The base class exposes ``state``/``vars`` as properties reading the live
     values; a subclass's plain attribute would shadow them, so it is moved into
-    the definition. Inherited declarations are honoured.
+    the definition. A concrete parent's value was moved into *its* definition,
+    so inheritance reads it from there.
     """
     for klass in cls.__mro__:
         if klass is Actor:
@@ -394,12 +395,12 @@ def _pop_class_value(cls: type, attr: str) -> Any:
                 return _UNSET
             if klass is cls:
                 delattr(cls, attr)
-            else:
-                # Keep the value for further subclasses but read it from the parent's definition.
-                parent_def: ActorDefinition | None = klass.__dict__.get("_rivet_definition")
-                if parent_def is not None:
-                    return getattr(parent_def, f"initial_{attr}")
             return value
+        parent_def: ActorDefinition | None = klass.__dict__.get("_rivet_definition")
+        if klass is not cls and parent_def is not None:
+            inherited = getattr(parent_def, f"initial_{attr}")
+            if inherited is not _UNSET:
+                return inherited
     return _UNSET
 
 

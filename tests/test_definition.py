@@ -171,3 +171,25 @@ def test_importing_the_package_does_not_import_models():
     code = "import rivet_django, sys; assert 'rivet_django.models' not in sys.modules; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_concrete_parent_state_is_inherited():
+    class Parent(Actor):
+        state = {"n": 1}
+        vars = {"v": 2}
+
+    class Child(Parent):
+        pass
+
+    try:
+        assert actors.get("child").initial_state == {"n": 1}
+        assert actors.get("child").make_initial_vars() == {"v": 2}
+        assert actors.get("parent").initial_state == {"n": 1}
+    finally:
+        _cleanup("parent", "child")
+
+
+def test_celery_scheduler_needs_a_cross_process_layer(settings):
+    settings.RIVET = {"SCHEDULER": "celery"}
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    assert "rivet_django.E008" in {m.id for m in checks.run_checks()}
