@@ -131,21 +131,18 @@ class ActorConnectConsumer(_GatewaySocket):
             node = await started_node()
             self.runtime = node.runtime
             target = _target(self.scope, subprotocols)
-            actor_id = await target.resolve(node.router)
             request = ConnectRequest(self.scope)
             sink = _ConnectionSink(self)
-            try:
-                self.conn = await node.runtime.connect(actor_id, params, sink=sink, request=request)
-            except ActorNotFound:
-                if target.method == "id":
-                    raise
-                node.router.forget(target.namespace, target.name or "", target.key)
-                actor_id = await target.resolve(node.router)
-                self.conn = await node.runtime.connect(actor_id, params, sink=sink, request=request)
+
+            async def open_conn(actor_id: str) -> Conn:
+                return await node.runtime.connect(actor_id, params, sink=sink, request=request)
+
+            actor_id, conn = await node.router.with_actor(target, open_conn)
+            self.conn = conn
         except Exception as exc:
             await self.refuse(self.error_message(exc, None))
             return
-        self.enqueue(protocol.Init(actor_id, self.conn.id))
+        self.enqueue(protocol.Init(actor_id, conn.id))
 
     async def refuse(self, error: protocol.ErrorMessage) -> None:
         """Connection-level error, then close 1011 with ``group.code`` (what clients parse)."""

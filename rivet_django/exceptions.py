@@ -30,6 +30,8 @@ pair and carries the HTTP status it is served with::
      |    +-- QueueAlreadyCompleted  queue.already_completed        400
      |    +-- QueuePreviousMessageNotCompleted
      |                               queue.previous_message_not_completed 400
+     |    +-- WorkflowHistoryDivergence workflow.history_divergence 500
+     |    +-- WorkflowStepFailed     workflow.step_failed           500
      +-- InternalError               actor.internal_error, masked
 
 Anything that is not a :class:`PublicError` is masked on the wire as
@@ -70,6 +72,8 @@ __all__ = [
     "StateNotSerializable",
     "TooManySchedules",
     "UserError",
+    "WorkflowHistoryDivergence",
+    "WorkflowStepFailed",
     "public_error_of",
 ]
 
@@ -284,6 +288,30 @@ class QueuePreviousMessageNotCompleted(PublicError):
         "Previous completable queue message is not completed. "
         "Call `message.complete(...)` before receiving the next message."
     )
+
+
+class WorkflowHistoryDivergence(PublicError):
+    """The workflow's code no longer matches its recorded history (a step renamed, moved or removed)."""
+
+    group = "workflow"
+    code = "history_divergence"
+    status_code = 500
+    default_message = "The workflow does not match its recorded history"
+
+
+class WorkflowStepFailed(PublicError):
+    """A workflow step failed on every attempt; the failure is recorded and the workflow stops there."""
+
+    group = "workflow"
+    code = "step_failed"
+    status_code = 500
+    default_message = "A workflow step failed"
+
+    def __init__(self, message: str | None = None, *, location: str = "", attempts: int = 0, error: str = "") -> None:
+        super().__init__(message, metadata={"location": location, "attempts": attempts, "error": error})
+        self.location = location
+        self.attempts = attempts
+        self.error = error
 
 
 class AlreadyRegistered(Exception):

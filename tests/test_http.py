@@ -316,3 +316,15 @@ async def test_cors(rivet_node, settings):
         anyone = await client.get(f"{API}/metadata", headers={"origin": "https://other.example"})
         # Never "*" with credentials: the origin is mirrored.
         assert anyone.headers["access-control-allow-origin"] == "https://other.example"
+
+
+async def test_stale_cached_address_is_resolved_afresh(rivet_node):
+    client = AsyncClient()
+    first = await call(client, "counter", "increment", [5], key="stale")
+    old_id = first.headers["x-rivet-actor"]
+    # Another process destroys the actor: this node's router cache still maps the key to it.
+    await rivet_node.runtime.destroy_actor(old_id)
+    assert rivet_node.router._cached("default", "counter", ("stale",)) is not None
+    again = await call(client, "counter", "increment", [1], key="stale")
+    assert again.status_code == 200 and body_of(again) == 1
+    assert again.headers["x-rivet-actor"] != old_id

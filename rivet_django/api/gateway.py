@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, QueryDict
@@ -101,25 +102,28 @@ async def call_action(request: HttpRequest, segment: str | None, name: str) -> H
     request.rivet_version = version  # type: ignore[attr-defined]
     params = parse_conn_params(request.headers.get("x-rivet-conn-params"), int(rivet_settings.MAX_CONN_PARAMS_SIZE))
     node = await started_node()
-    actor_id = await target.resolve(node.router)
+
+    async def run(actor_id: str) -> Any:
+        return await node.router.call_action(actor_id, name, args, params=params, request=request)
+
+    actor_id, output = await node.router.with_actor(target, run)
+    data = _encode_reply(
+        lambda: protocol.encode_action_response(encoding, output, version), f"Output of action {name!r}"
+    )
+    return encoded_response(request, data, headers={"x-rivet-actor": actor_id})
+
+
+def _encode_reply(encode: Callable[[], bytes], what: str) -> bytes:
+    """Encode a reply within the outgoing limit; a value with no wire form is an internal error."""
     try:
-        output = await node.router.call_action(actor_id, name, args, params=params, request=request)
-    except ActorNotFound:
-        if target.method == "id":
-            raise
-        # A cached address may point at an actor destroyed elsewhere: resolve afresh once.
-        node.router.forget(target.namespace, target.name or "", target.key)
-        actor_id = await target.resolve(node.router)
-        output = await node.router.call_action(actor_id, name, args, params=params, request=request)
-    try:
-        data = protocol.encode_action_response(encoding, output, version)
+        data = encode()
     except Exception as exc:
-        logger.error("Output of action %r is not serializable: %s", name, exc)
-        raise RivetError(f"Output of action {name!r} is not serializable") from exc
+        logger.error("%s is not serializable: %s", what, exc)
+        raise RivetError(f"{what} is not serializable") from exc
     limit = int(rivet_settings.MAX_OUTGOING_MESSAGE_SIZE)
     if len(data) > limit:
         raise OutgoingTooLong(f"Response is {len(data)} bytes; the limit is {limit}")
-    return encoded_response(request, data, headers={"x-rivet-actor": actor_id})
+    return data
 
 
 async def send_queue(request: HttpRequest, segment: str | None, name: str) -> HttpResponse:
@@ -138,26 +142,13 @@ async def send_queue(request: HttpRequest, segment: str | None, name: str) -> Ht
             actor_id, name, message.body, wait=message.wait, timeout=timeout, params=params, request=request
         )
 
-    actor_id = await target.resolve(node.router)
-    try:
-        result = await send(actor_id)
-    except ActorNotFound:
-        if target.method == "id":
-            raise
-        # A cached address may point at an actor destroyed elsewhere: resolve afresh once.
-        node.router.forget(target.namespace, target.name or "", target.key)
-        actor_id = await target.resolve(node.router)
-        result = await send(actor_id)
-    try:
-        data = protocol.encode_queue_send_response(
+    actor_id, result = await node.router.with_actor(target, send)
+    data = _encode_reply(
+        lambda: protocol.encode_queue_send_response(
             encoding, result["status"], result.get("response"), "response" in result, version
-        )
-    except Exception as exc:
-        logger.error("Response to a message of queue %r is not serializable: %s", name, exc)
-        raise RivetError(f"Response to a message of queue {name!r} is not serializable") from exc
-    limit = int(rivet_settings.MAX_OUTGOING_MESSAGE_SIZE)
-    if len(data) > limit:
-        raise OutgoingTooLong(f"Response is {len(data)} bytes; the limit is {limit}")
+        ),
+        f"Response to a message of queue {name!r}",
+    )
     return encoded_response(request, data, headers={"x-rivet-actor": actor_id})
 
 

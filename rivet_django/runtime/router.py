@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import builtins
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..exceptions import ActorNotFound, InvalidRequest
 from . import serde
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from .host import ActorRuntime
 
 __all__ = ["ActorRouter"]
+
+T = TypeVar("T")
 
 _CACHE_SIZE = 100_000
 
@@ -142,6 +144,23 @@ class ActorRouter:
             record, _ = await self.get_or_create(namespace, name, key or (), input)
             return record.actor_id
         raise InvalidRequest(f"Unknown query method {method!r}")
+
+    async def with_actor(self, target: Any, call: Callable[[str], Awaitable[T]]) -> tuple[str, T]:
+        """Resolve a gateway target and run ``call(actor_id)`` on it.
+
+        A key resolved from the cache may name an actor destroyed by another
+        process since: then the key is resolved afresh once (a ``getOrCreate``
+        creates a new actor), never for a direct id.
+        """
+        actor_id = await target.resolve(self)
+        try:
+            return actor_id, await call(actor_id)
+        except ActorNotFound:
+            if target.method == "id":
+                raise
+            self.forget(target.namespace, target.name or "", target.key)
+            actor_id = await target.resolve(self)
+            return actor_id, await call(actor_id)
 
     # -- calls ----------------------------------------------------------------------
 

@@ -1,0 +1,94 @@
+"""Workflow history in the Django database (:class:`~rivet_django.models.WorkflowEntry`).
+
+Every write is fenced by the actor's generation (the same check as KV and queue
+writes) and is one transaction: the entry, the actor's state as the step left
+it, the queue message a ``ctx.queue.next`` consumed, and the pruning of a
+finished loop iteration's entries commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.db import transaction
+
+from .executor import DatabaseExecutor
+from .store import DjangoActorStore
+
+__all__ = ["DjangoWorkflowStore", "EntryRecord", "EntryWrite"]
+
+
+@dataclass
+class EntryRecord:
+    """One stored history entry."""
+
+    location: str
+    kind: str
+    status: str
+    output: bytes | None
+    error: str = ""
+    attempts: int = 0
+
+
+@dataclass
+class EntryWrite:
+    """What one workflow write stores, atomically."""
+
+    entry: EntryRecord
+    #: CBOR of the actor's state to store with the entry (None: leave it).
+    state: bytes | None = None
+    #: Delete every entry under these location prefixes (a finished loop iteration).
+    prune: Sequence[str] = ()
+    #: Delete this queue message (consumed by ``ctx.queue.next``).
+    consume_message: int | None = None
+
+
+class DjangoWorkflowStore:
+    """Reads and fenced writes of one runtime's workflow history."""
+
+    def __init__(self, executor: DatabaseExecutor) -> None:
+        self.executor = executor
+
+    async def load(self, actor_id: str) -> dict[str, EntryRecord]:
+        return await self.executor.run(self._load, actor_id)
+
+    @staticmethod
+    def _load(actor_id: str) -> dict[str, EntryRecord]:
+        from ..models import WorkflowEntry
+
+        rows = WorkflowEntry.objects.filter(actor_id=actor_id).values_list(
+            "location", "kind", "status", "output", "error", "attempts"
+        )
+        return {
+            loc: EntryRecord(loc, kind, status, None if out is None else bytes(out), error, attempts)
+            for loc, kind, status, out, error, attempts in rows
+        }
+
+    async def write(self, actor_id: str, generation: int, write: EntryWrite) -> None:
+        await self.executor.run(self._write, actor_id, generation, write)
+
+    @staticmethod
+    def _write(actor_id: str, generation: int, write: EntryWrite) -> None:
+        from ..models import Actor, ActorQueueMessage, WorkflowEntry
+
+        entry = write.entry
+        with transaction.atomic():
+            DjangoActorStore._check_owner(actor_id, generation)
+            for prefix in write.prune:
+                WorkflowEntry.objects.filter(actor_id=actor_id, location__startswith=prefix).delete()
+            WorkflowEntry.objects.update_or_create(
+                actor_id=actor_id,
+                location=entry.location,
+                defaults={
+                    "kind": entry.kind,
+                    "status": entry.status,
+                    "output": entry.output,
+                    "error": entry.error,
+                    "attempts": entry.attempts,
+                },
+            )
+            if write.state is not None:
+                Actor.objects.filter(pk=actor_id, generation=generation).update(state=write.state)
+            if write.consume_message is not None:
+                ActorQueueMessage.objects.filter(actor_id=actor_id, pk=write.consume_message).delete()
