@@ -594,3 +594,65 @@ class SleepyScheduled(Scheduled):
 
     class Meta:
         sleep_timeout = 0.2
+
+
+#: What the run-loop actors did, in order: (actor key, event).
+RUN_LOG: list[tuple[str, str]] = []
+
+
+class Ticker(Actor):
+    """A well-behaved run loop: works until aborted, then returns."""
+
+    state = {"ticks": 0}
+
+    class Meta:
+        sleep_timeout = 60
+
+    def on_wake(self):
+        RUN_LOG.append((_k(self), "on_wake"))
+
+    async def run(self):
+        RUN_LOG.append((_k(self), "run"))
+        while not self.aborted:
+            self.state["ticks"] += 1
+            try:
+                await asyncio.wait_for(self.abort_event.wait(), 0.01)
+            except TimeoutError:
+                pass
+        RUN_LOG.append((_k(self), "run-stopped"))
+
+    @action
+    def ticks(self):
+        return self.state["ticks"]
+
+
+class Stubborn(Actor):
+    """Ignores the abort: cancelled after ``run_stop_timeout``."""
+
+    class Meta:
+        run_stop_timeout = 0.2
+        sleep_grace_period = 5
+
+    async def run(self):
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            RUN_LOG.append((_k(self), "cancelled"))
+            raise
+
+    @action
+    def ping(self):
+        return "pong"
+
+
+class Crashy(Actor):
+    """A run that raises or returns leaves the actor alive."""
+
+    async def run(self):
+        if self.key and self.key[0].startswith("raise"):
+            raise RuntimeError("run loop exploded")
+        return "done"
+
+    @action
+    def ping(self):
+        return "pong"
