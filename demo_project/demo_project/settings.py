@@ -22,6 +22,8 @@ INSTALLED_APPS = [
     "counter",
     "chat",
     "reminder",
+    "worker",
+    "agent",
 ]
 
 MIDDLEWARE = [

@@ -656,3 +656,251 @@ class Crashy(Actor):
     @action
     def ping(self):
         return "pong"
+
+
+# -- workflows (tests/test_workflows.py) ---------------------------------------------------
+
+from rivet_django.workflow import Loop, workflow  # noqa: E402
+
+#: Real executions of workflow step functions, by (actor key, step): survives crash_node.
+WF_RUNS: dict[tuple[str, str], int] = {}
+#: Test-controlled behaviour by actor key: "gate" (step after which the workflow parks),
+#: "fail" (failures left per step), "order" (step names of Diverging), "reached" (events).
+WF_CONTROL: dict[str, dict] = {}
+
+
+def _wf_count(actor, step: str) -> None:
+    WF_RUNS[(_k(actor), step)] = WF_RUNS.get((_k(actor), step), 0) + 1
+
+
+async def _wf_gate(actor, point: str) -> None:
+    """Park the workflow at ``point`` when the test asks (to crash the node exactly there)."""
+    control = WF_CONTROL.get(_k(actor), {})
+    if control.get("gate") == point:
+        control["reached"].set()
+        await asyncio.Event().wait()  # until the node is crashed (the task is cancelled)
+
+
+class WfSteps(Actor):
+    """Three steps; each counts its real executions and records itself in state."""
+
+    state = {"done": [], "result": None}
+
+    def _step(self, name: str):
+        def run(value):
+            _wf_count(self, name)
+            self.state["done"].append(name)
+            return value * 2
+
+        return run
+
+    @workflow
+    async def run(self, ctx):
+        await _wf_gate(self, "start")
+        a = await ctx.step("a", self._step("a"), 1)
+        await _wf_gate(self, "a")
+        b = await ctx.step("b", self._step("b"), a)
+        await _wf_gate(self, "b")
+        c = await ctx.step("c", self._step("c"), b)
+        await _wf_gate(self, "c")
+        await ctx.step("finish", self._finish, [a, b, c])
+
+    def _finish(self, values):
+        _wf_count(self, "finish")
+        self.state["result"] = values
+
+    @action
+    def progress(self):
+        return self.state
+
+
+class WfRetry(Actor):
+    """A step that fails ``WF_CONTROL[key]["fail"]`` times before it succeeds."""
+
+    state = {"value": None, "errors": []}
+
+    async def flaky(self):
+        _wf_count(self, "flaky")
+        control = WF_CONTROL.setdefault(_k(self), {})
+        if control.get("fail", 0) > 0:
+            control["fail"] -= 1
+            raise ValueError("not yet")
+        self.state["value"] = "ok"
+        return "ok"
+
+    def on_failure(self, error):
+        self.state["errors"].append(error.location)
+
+    @workflow(on_error=on_failure)
+    async def run(self, ctx):
+        result = await ctx.try_step("maybe", self.flaky, retries=1, backoff_base=0.01)
+        if not result.ok:
+            self.vars = {"try": result.error}
+        await ctx.step("flaky", self.flaky, retries=2, backoff_base=0.01, backoff_max=0.02)
+        await ctx.step("after", _wf_count, self, "after")
+
+    @action
+    def progress(self):
+        return {"state": self.state, "vars": self.vars}
+
+
+class WfLoop(Actor):
+    """A counting loop with a nested loop, driven by ``input`` (iterations)."""
+
+    state = {"total": 0, "inner": 0, "result": None}
+
+    def create_state(self, input):
+        return {"total": 0, "inner": 0, "result": None, "n": (input or {}).get("n", 10)}
+
+    def _add(self, i):
+        self.state["total"] += i
+
+    def _inner(self):
+        self.state["inner"] += 1
+
+    @workflow
+    async def run(self, ctx):
+        n = await ctx.step("n", lambda: self.state["n"])
+
+        async def body(loop):
+            await loop.step("add", self._add, loop.iteration)
+            if loop.iteration + 1 >= n:
+                return Loop.break_(loop.state + 1)
+            return Loop.continue_(loop.state + 1)
+
+        count = await ctx.loop("count", body, state=0)
+
+        async def outer(loop):
+            async def inner(inner_loop):
+                await inner_loop.step("tick", self._inner)
+                if inner_loop.iteration == 2:
+                    return Loop.break_(inner_loop.iteration)
+                return None
+
+            await loop.loop("inner", inner)
+            if loop.iteration == 1:
+                return Loop.break_("nested-done")
+            return None
+
+        nested = await ctx.loop("outer", outer)
+
+        def finish():
+            self.state["result"] = [count, nested]
+
+        await ctx.step("finish", finish)
+
+    @action
+    def progress(self):
+        return self.state
+
+
+class WfQueue(Actor):
+    """Consumes ``jobs`` with ``ctx.queue.next`` in a loop until a message says stop."""
+
+    queues = {"jobs": queue()}
+    state = {"seen": [], "reason": None}
+
+    @workflow
+    async def run(self, ctx):
+        async def body(loop):
+            msg = await loop.queue.next("wait", "jobs")
+            if msg.body.get("stop"):
+                return Loop.break_(msg.body["stop"])
+
+            def handle(body):
+                self.state["seen"].append(body["n"])
+
+            await loop.step("handle", handle, msg.body)
+            return None
+
+        reason = await ctx.loop("jobs", body)
+
+        def done():
+            self.state["reason"] = reason
+
+        await ctx.step("done", done)
+
+    @action
+    def progress(self):
+        return self.state
+
+
+class WfSleep(Actor):
+    """A step, a durable one-hour sleep, a step."""
+
+    state = {"before": None, "after": None}
+
+    class Meta:
+        sleep_timeout = 0.3
+
+    @workflow
+    async def run(self, ctx):
+        def before():
+            self.state["before"] = True
+
+        await ctx.step("before", before)
+        await ctx.sleep("nap", 3600)
+
+        def after():
+            _wf_count(self, "after")
+            self.state["after"] = True
+
+        await ctx.step("after", after)
+
+    @action
+    def progress(self):
+        return self.state
+
+
+class WfDiverging(Actor):
+    """Runs the steps named in ``WF_CONTROL[key]["order"]`` (a test changes them between runs)."""
+
+    state = {"done": []}
+
+    @workflow
+    async def run(self, ctx):
+        for name in WF_CONTROL.get(_k(self), {}).get("order", ["a", "b"]):
+            if name.startswith("loop:"):
+                await ctx.loop(name[5:], lambda loop: Loop.break_(1))
+            else:
+                await ctx.step(name, self.state["done"].append, name)
+
+    @action
+    def progress(self):
+        return self.state
+
+
+class WfJoin(Actor):
+    """``ctx.join`` of two branches, then ``ctx.race`` of a fast and a slow one."""
+
+    state = {"join": None, "race": None}
+
+    @workflow
+    async def run(self, ctx):
+        async def left(branch):
+            return await branch.step("get", lambda: (_wf_count(self, "left"), 2)[1])
+
+        async def right(branch):
+            await asyncio.sleep(0.01)
+            return await branch.step("get", lambda: (_wf_count(self, "right"), 3)[1])
+
+        async def fast(branch):
+            return await branch.step("get", lambda: (_wf_count(self, "fast"), "f")[1])
+
+        async def slow(branch):
+            await asyncio.sleep(5)
+            return await branch.step("get", lambda: (_wf_count(self, "slow"), "s")[1])
+
+        joined = await ctx.join("both", {"left": left, "right": right})
+        winner = await ctx.race("first", {"slow": slow, "fast": fast})
+
+        def record():
+            _wf_count(self, "record")
+            self.state["join"] = joined
+            self.state["race"] = list(winner)
+
+        await ctx.step("record", record)
+
+    @action
+    def progress(self):
+        return self.state

@@ -1,0 +1,682 @@
+"""Durable workflows: ``@workflow`` on ``run`` and the ``ctx`` it is given.
+
+A workflow is ordinary async code whose *entries* (steps, loops, sleeps, queue
+waits, joins, races) are recorded in :class:`~rivet_django.models.WorkflowEntry`
+before the workflow moves on. After a crash, a restart or a sleep the function
+simply runs again from the top: an entry already completed returns its recorded
+result without running again, so the workflow continues where it was.
+
+Locations. Every entry has a name, unique in its scope; its location is the
+path of scopes and names: ``"setup"``, ``"task-loop"``, ``"task-loop/3/process"``
+(iteration 3 of the loop), ``"fetch/left/get"`` (branch ``left`` of a join).
+Each recorded entry also stores its *position* in its scope (0, 1, 2...).
+
+Divergence rules (replay against a history written by other code): the
+workflow stops with :class:`~rivet_django.exceptions.WorkflowHistoryDivergence` when
+
+1. a location is reached as another kind than recorded (a step where a loop was);
+2. a recorded name is reached at another position of its scope than recorded
+   (steps reordered, or one inserted before it);
+3. a name not in history is reached at a position where history recorded
+   another name (a step renamed or replaced);
+4. the workflow (or a loop iteration) finishes while recorded entries of its
+   scope were not reached (steps removed).
+
+Loops keep bounded storage: a loop has one entry holding its iteration number
+and state; when an iteration ends, that entry is updated and the iteration's
+own entries are deleted in the same transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .definition import action
+from .exceptions import ActorAborted, InvalidRequest, WorkflowHistoryDivergence, WorkflowStepFailed
+from .runtime import serde
+from .storage.workflows import DjangoWorkflowStore, EntryRecord, EntryWrite
+
+if TYPE_CHECKING:
+    from .runtime.instance import ActorInstance
+
+__all__ = [
+    "WAKE_ACTION",
+    "Loop",
+    "LoopContext",
+    "RecordedMessage",
+    "StepResult",
+    "WorkflowContext",
+    "backoff_delay",
+    "in_step",
+    "workflow",
+]
+
+logger = logging.getLogger("rivet_django.workflow")
+
+#: The internal action a durable sleep schedules to wake its actor (added to every workflow actor).
+WAKE_ACTION = "_rivet_workflow_wake"
+
+_ENGINE_ATTR = "_rivet_workflow_engine"
+
+#: True while a workflow step's function runs (for guards such as "state only inside steps").
+_IN_STEP: contextvars.ContextVar[bool] = contextvars.ContextVar("rivet_workflow_in_step", default=False)
+
+
+def in_step() -> bool:
+    """Whether the calling code runs inside a workflow step."""
+    return _IN_STEP.get()
+
+
+# -- public helpers ------------------------------------------------------------------------
+
+
+class Loop:
+    """What a loop body returns: ``Loop.continue_(state)`` or ``Loop.break_(value)`` (None: continue)."""
+
+    __slots__ = ("is_break", "value")
+
+    def __init__(self, is_break: bool, value: Any) -> None:
+        self.is_break = is_break
+        self.value = value
+
+    @classmethod
+    def continue_(cls, state: Any = None) -> Loop:
+        """Run the next iteration with ``state`` as ``loop.state``."""
+        return cls(False, state)
+
+    @classmethod
+    def break_(cls, value: Any = None) -> Loop:
+        """End the loop; ``ctx.loop(...)`` returns ``value``."""
+        return cls(True, value)
+
+    def __repr__(self) -> str:
+        return f"Loop.{'break_' if self.is_break else 'continue_'}({self.value!r})"
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What ``ctx.try_step`` returns: ``ok`` and ``value``, or ``error`` (text) once retries are exhausted."""
+
+    ok: bool
+    value: Any = None
+    error: str = ""
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class RecordedMessage:
+    """A queue message as ``ctx.queue.next`` recorded it (it is already consumed)."""
+
+    id: int
+    name: str
+    body: Any
+
+    async def complete(self, response: Any = None) -> None:
+        """No-op: a workflow's message is acknowledged when its entry is recorded."""
+
+
+# -- the engine -----------------------------------------------------------------------------
+
+
+class _Engine:
+    """One run of a workflow: the loaded history and what this run has reached."""
+
+    def __init__(self, instance: ActorInstance) -> None:
+        self.inst = instance
+        self.store = DjangoWorkflowStore(getattr(instance.runtime.store, "executor"))  # noqa: B009
+        self.history: dict[str, EntryRecord] = {}
+        self.decoded: dict[str, dict[str, Any]] = {}
+        #: (scope, position) -> location, of recorded entries.
+        self.positions: dict[tuple[str, int], str] = {}
+        self.reached: set[str] = set()
+        self.nudge = asyncio.Event()
+        self.on_error: Callable[..., Any] | None = None
+
+    async def load(self) -> None:
+        self.history = await self.store.load(self.inst.actor_id)
+        for loc, record in self.history.items():
+            data = self._decode(record)
+            self.decoded[loc] = data
+            self.positions[(_scope_of(loc), data.get("p", -1))] = loc
+
+    @staticmethod
+    def _decode(record: EntryRecord) -> dict[str, Any]:
+        if record.output is None:
+            return {}
+        value = serde.loads(record.output)
+        return value if isinstance(value, dict) else {}
+
+    # -- history checks ----------------------------------------------------------------
+
+    def visit(self, scope: str, position: int, name: str, kind: str) -> EntryRecord | None:
+        """The recorded entry of ``scope + name`` (None if new), after the divergence checks."""
+        loc = scope + name
+        if loc in self.reached:
+            raise InvalidRequest(f"Workflow entry {loc!r} is used twice in one run; entry names must be unique")
+        self.reached.add(loc)
+        record = self.history.get(loc)
+        where = f"scope {scope.rstrip('/')!r}" if scope else "the workflow"
+        if record is not None:
+            if record.kind != kind:
+                raise WorkflowHistoryDivergence(
+                    f"History divergence at {loc!r}: history recorded a {record.kind} there, "
+                    f"the workflow now runs a {kind}"
+                )
+            recorded_pos = self.decoded[loc].get("p", -1)
+            if recorded_pos != position:
+                raise WorkflowHistoryDivergence(
+                    f"History divergence at {loc!r}: history recorded it as entry #{recorded_pos} of {where}, "
+                    f"the workflow now reaches it as entry #{position} (entries reordered, added or removed?)"
+                )
+            return record
+        other = self.positions.get((scope, position))
+        if other is not None and other != loc:
+            prev = self.history[other]
+            raise WorkflowHistoryDivergence(
+                f"History divergence at entry #{position} of {where}: history recorded {prev.kind} "
+                f"{other!r} there, the workflow now runs {kind} {loc!r} (renamed or replaced?)"
+            )
+        return None
+
+    def check_complete(self, scope: str) -> None:
+        """The workflow (or an iteration) finished: every recorded entry of ``scope`` must have been reached."""
+        missing = sorted(
+            (self.decoded[loc].get("p", -1), loc)
+            for loc in self.history
+            if _scope_of(loc) == scope and loc not in self.reached
+        )
+        if missing:
+            names = ", ".join(repr(loc) for _, loc in missing)
+            where = f"scope {scope.rstrip('/')!r}" if scope else "the workflow"
+            raise WorkflowHistoryDivergence(
+                f"History divergence: {where} finished without reaching recorded entries {names} (removed?)"
+            )
+
+    # -- writes ------------------------------------------------------------------------
+
+    async def write(
+        self,
+        loc: str,
+        kind: str,
+        status: str,
+        data: dict[str, Any],
+        *,
+        error: str = "",
+        attempts: int = 0,
+        with_state: bool = False,
+        prune: Iterable[str] = (),
+        consume_message: int | None = None,
+    ) -> EntryRecord:
+        inst = self.inst
+        try:
+            output = serde.dumps(data)
+        except serde.ValueNotSerializable as exc:
+            raise InvalidRequest(
+                f"Result of workflow entry {loc!r} is not serializable: it holds a {exc.type_name!r}"
+            ) from None
+        record = EntryRecord(loc, kind, status, output, error, attempts)
+        state: bytes | None = None
+        if with_state and inst.definition.has_state:
+            # The step's state changes commit with its entry: a crash keeps both or neither.
+            await inst._wait_pending_commit()
+            state = inst._serialize_state()
+            if state == inst._submitted:
+                state = None
+            else:
+                inst._submitted = state
+        pruned = list(prune)
+        try:
+            await self.store.write(inst.actor_id, inst.generation, EntryWrite(record, state, pruned, consume_message))
+        except BaseException:
+            if state is not None:
+                inst._submitted = None  # not durable: the next commit writes it again
+            raise
+        if state is not None and inst._serialize_state() != state:
+            # Something else changed the state while we wrote: commit it the usual way.
+            inst._submitted = None
+            await inst._persist_changes()
+        for prefix in pruned:
+            for old in [k for k in self.history if k.startswith(prefix)]:
+                self._forget(old)
+        self.history[loc] = record
+        self.decoded[loc] = data
+        self.positions[(_scope_of(loc), data.get("p", -1))] = loc
+        return record
+
+    def _forget(self, loc: str) -> None:
+        self.history.pop(loc, None)
+        data = self.decoded.pop(loc, {})
+        key = (_scope_of(loc), data.get("p", -1))
+        if self.positions.get(key) == loc:
+            del self.positions[key]
+        self.reached.discard(loc)
+
+    # -- waiting -----------------------------------------------------------------------
+
+    async def wait(self, seconds: float) -> None:
+        """Wait up to ``seconds`` (or a nudge); ActorAborted if the actor starts stopping."""
+        inst = self.inst
+        if inst.abort_event.is_set():
+            raise ActorAborted()
+        aborted = asyncio.ensure_future(inst.abort_event.wait())
+        nudged = asyncio.ensure_future(self.nudge.wait())
+        try:
+            await asyncio.wait({aborted, nudged}, timeout=max(0.0, seconds), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            aborted.cancel()
+            nudged.cancel()
+        self.nudge.clear()
+        if inst.abort_event.is_set():
+            raise ActorAborted()
+
+
+def backoff_delay(attempt: int, base: float, maximum: float) -> float:
+    """Seconds to wait before retry ``attempt`` (1, 2, ...): ``base * 2**(attempt-1)``, at most ``maximum``."""
+    return float(min(maximum, base * (2 ** min(attempt - 1, 60))))
+
+
+def _scope_of(loc: str) -> str:
+    return loc[: loc.rfind("/") + 1]
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or not name or "/" in name or len(name) > 64:
+        raise InvalidRequest(f"Workflow entry names are non-empty strings of up to 64 characters without '/': {name!r}")
+    return name
+
+
+async def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    result = fn(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "TimeoutError: the step timed out"
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+# -- contexts --------------------------------------------------------------------------------
+
+
+class _WorkflowQueue:
+    """``ctx.queue``: recorded queue receives."""
+
+    def __init__(self, ctx: WorkflowContext) -> None:
+        self._ctx = ctx
+
+    async def next(self, name: str, names: str | Iterable[str] | None = None) -> RecordedMessage:
+        """The next message of ``names`` (all queues if None), waiting for one; recorded as entry ``name``.
+
+        The message is acknowledged in the same transaction that records it, so
+        after a crash the replay returns the same message and it is never
+        delivered twice.
+        """
+        ctx = self._ctx
+        engine = ctx._engine
+        loc, pos = ctx._enter(name, "queue")
+        record = engine.visit(ctx._scope, pos, name, "queue")
+        if record is not None and record.status == "completed":
+            data = engine.decoded[loc]
+            return RecordedMessage(data["id"], data["name"], data["v"])
+        inst = engine.inst
+        message = await inst.queue.next(names, completable=True)
+        if message is None:  # only with a timeout or signal, which we do not pass
+            raise ActorAborted()
+        data = {"p": pos, "id": message.id, "name": message.name, "v": message.body}
+        # Not recorded (a crash, an error): the run's end gives the message back to the queue.
+        await engine.write(loc, "queue", "completed", data, consume_message=message.id)
+        await message.complete()
+        return RecordedMessage(message.id, message.name, message.body)
+
+
+class WorkflowContext:
+    """The ``ctx`` of a workflow (and, as :class:`LoopContext`, of a loop iteration)."""
+
+    def __init__(self, engine: _Engine, scope: str) -> None:
+        self._engine = engine
+        self._scope = scope
+        self._position = 0
+        self.queue = _WorkflowQueue(self)
+
+    @property
+    def actor(self) -> Any:
+        return self._engine.inst.actor
+
+    def _enter(self, name: str, kind: str) -> tuple[str, int]:
+        _check_name(name)
+        pos = self._position
+        self._position += 1
+        return self._scope + name, pos
+
+    # -- steps ---------------------------------------------------------------------------
+
+    async def step(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        retries: int = 3,
+        timeout: float | None = 30,
+        backoff_base: float = 0.1,
+        backoff_max: float = 30,
+    ) -> Any:
+        """Run ``fn(*args)`` once and record its result; a replay returns the recorded result.
+
+        A failure is retried ``retries`` times, waiting ``backoff_base * 2**(n-1)``
+        seconds (at most ``backoff_max``) before retry ``n``; then the failure is
+        recorded and :class:`~rivet_django.exceptions.WorkflowStepFailed` raised.
+        """
+        result = await self._run_step(name, fn, args, retries, timeout, backoff_base, backoff_max)
+        if not result.ok:
+            raise WorkflowStepFailed(
+                f"Workflow step {self._scope + name!r} failed after {result.attempts} attempt(s): {result.error}",
+                location=self._scope + name,
+                attempts=result.attempts,
+                error=result.error,
+            )
+        return result.value
+
+    async def try_step(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        retries: int = 3,
+        timeout: float | None = 30,
+        backoff_base: float = 0.1,
+        backoff_max: float = 30,
+    ) -> StepResult:
+        """Like :meth:`step`, but a step that exhausts its retries returns ``StepResult(ok=False, error=...)``."""
+        return await self._run_step(name, fn, args, retries, timeout, backoff_base, backoff_max, tolerant=True)
+
+    async def _run_step(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        retries: int,
+        timeout: float | None,
+        backoff_base: float,
+        backoff_max: float,
+        *,
+        tolerant: bool = False,
+    ) -> StepResult:
+        engine = self._engine
+        kind = "step"
+        loc, pos = self._enter(name, kind)
+        record = engine.visit(self._scope, pos, name, kind)
+        attempts = 0
+        if record is not None:
+            if record.status == "completed":
+                return StepResult(True, engine.decoded[loc].get("v"), attempts=record.attempts)
+            if record.status == "failed":
+                return StepResult(False, error=record.error, attempts=record.attempts)
+            attempts = record.attempts  # "retrying": attempts survive a crash
+        inst = engine.inst
+        while True:
+            if attempts:
+                await engine.wait(backoff_delay(attempts, backoff_base, backoff_max))
+            attempts += 1
+            token = _IN_STEP.set(True)
+            inst._begin_turn()  # a running step keeps the actor awake, like a call
+            try:
+                if timeout is None:
+                    value = await _call(fn, *args)
+                else:
+                    async with asyncio.timeout(timeout):
+                        value = await _call(fn, *args)
+            except (ActorAborted, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                error = _error_text(exc)
+                final = attempts > retries
+                inst.log.warning(
+                    "workflow step %r failed (attempt %d of %d): %s", loc, attempts, retries + 1, error,
+                    exc_info=final,
+                )
+                status = "failed" if final else "retrying"
+                await engine.write(loc, kind, status, {"p": pos}, error=error, attempts=attempts, with_state=True)
+                if final:
+                    await _observe_failure(engine, loc, error, attempts, exc)
+                    return StepResult(False, error=error, attempts=attempts)
+                continue
+            finally:
+                _IN_STEP.reset(token)
+                inst._end_turn()
+            await engine.write(loc, kind, "completed", {"p": pos, "v": value}, attempts=attempts, with_state=True)
+            return StepResult(True, value, attempts=attempts)
+
+    # -- loops ---------------------------------------------------------------------------
+
+    async def loop(self, name: str, fn: Callable[[LoopContext], Any], state: Any = None) -> Any:
+        """Run ``fn(loop)`` until it returns ``Loop.break_(value)``; returns ``value``.
+
+        ``loop.state`` is the state the previous iteration passed to
+        ``Loop.continue_(state)`` (first: ``state``); returning None continues
+        with the same state. Each finished iteration's entries are deleted.
+        """
+        engine = self._engine
+        loc, pos = self._enter(name, "loop")
+        record = engine.visit(self._scope, pos, name, "loop")
+        if record is not None:
+            data = engine.decoded[loc]
+            if record.status == "completed":
+                return data.get("v")
+            iteration, state = data.get("i", 0), data.get("s")
+        else:
+            iteration = 0
+            await engine.write(loc, "loop", "running", {"p": pos, "i": 0, "s": state})
+        while True:
+            scope = f"{loc}/{iteration}/"
+            ctx = LoopContext(engine, scope, iteration, state)
+            outcome = await _call(fn, ctx)
+            engine.check_complete(scope)
+            if outcome is None:
+                outcome = Loop.continue_(ctx.state)
+            elif not isinstance(outcome, Loop):
+                raise InvalidRequest(
+                    f"A loop body must return Loop.continue_(state), Loop.break_(value) or None, not {outcome!r}"
+                )
+            if outcome.is_break:
+                await engine.write(loc, "loop", "completed", {"p": pos, "i": iteration, "v": outcome.value},
+                                   attempts=iteration + 1, prune=[loc + "/"])
+                return outcome.value
+            iteration += 1
+            state = outcome.value
+            await engine.write(loc, "loop", "running", {"p": pos, "i": iteration, "s": state},
+                               attempts=iteration, prune=[loc + "/"])
+
+    # -- sleep ---------------------------------------------------------------------------
+
+    async def sleep(self, name: str, seconds: float) -> None:
+        """Wait ``seconds`` durably: the wake-up time is recorded and a schedule wakes a sleeping actor."""
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+            raise InvalidRequest(f"sleep takes a non-negative number of seconds, not {seconds!r}")
+        engine = self._engine
+        inst = engine.inst
+        loc, pos = self._enter(name, "sleep")
+        record = engine.visit(self._scope, pos, name, "sleep")
+        clock = inst.runtime.clock
+        if record is not None:
+            if record.status == "completed":
+                return
+            wake_at = engine.decoded[loc]["until"]
+        else:
+            wake_at = clock.time() + seconds
+            # Scheduled first: a crash before the entry is recorded only costs a spare wake-up.
+            await inst.schedule.at(wake_at, WAKE_ACTION)
+            await engine.write(loc, "sleep", "sleeping", {"p": pos, "until": wake_at})
+        while True:
+            remaining = wake_at - clock.time()
+            if remaining <= 0:
+                break
+            await engine.wait(remaining)
+        await engine.write(loc, "sleep", "completed", {"p": pos, "until": wake_at})
+
+    # -- concurrency ---------------------------------------------------------------------
+
+    async def join(self, name: str, branches: Mapping[str, Callable[[WorkflowContext], Any]]) -> dict[str, Any]:
+        """Run every branch ``fn(branch_ctx)`` concurrently; returns ``{branch: result}``."""
+        engine = self._engine
+        loc, pos = self._enter(name, "join")
+        record = engine.visit(self._scope, pos, name, "join")
+        if record is not None and record.status == "completed":
+            return dict(engine.decoded[loc].get("v") or {})
+        names = [_check_name(b) for b in branches]
+
+        async def run(branch: str) -> Any:
+            scope = f"{loc}/{branch}/"
+            result = await _call(branches[branch], WorkflowContext(engine, scope))
+            engine.check_complete(scope)
+            return result
+
+        tasks = [asyncio.ensure_future(run(b)) for b in names]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        value = dict(zip(names, results, strict=True))
+        await engine.write(loc, "join", "completed", {"p": pos, "v": value}, prune=[loc + "/"])
+        return value
+
+    async def race(
+        self, name: str, branches: Mapping[str, Callable[[WorkflowContext], Any]]
+    ) -> tuple[str, Any]:
+        """Run the branches concurrently; the first to finish wins, the others are cancelled.
+
+        Returns ``(winning branch, its result)``.
+        """
+        engine = self._engine
+        loc, pos = self._enter(name, "race")
+        record = engine.visit(self._scope, pos, name, "race")
+        if record is not None and record.status == "completed":
+            data = engine.decoded[loc]
+            return data["w"], data.get("v")
+        names = [_check_name(b) for b in branches]
+
+        async def run(branch: str) -> tuple[str, Any]:
+            return branch, await _call(branches[branch], WorkflowContext(engine, f"{loc}/{branch}/"))
+
+        tasks = [asyncio.ensure_future(run(b)) for b in names]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        first = next(t for t in tasks if t in done)  # the earliest declared among the finished
+        winner, value = first.result()
+        await engine.write(loc, "race", "completed", {"p": pos, "w": winner, "v": value}, prune=[loc + "/"])
+        return winner, value
+
+
+class LoopContext(WorkflowContext):
+    """The ``loop`` a loop body gets: a context scoped to one iteration, with ``iteration`` and ``state``."""
+
+    def __init__(self, engine: _Engine, scope: str, iteration: int, state: Any) -> None:
+        super().__init__(engine, scope)
+        self.iteration = iteration
+        self.state = state
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+async def _observe_failure(engine: _Engine, loc: str, error: str, attempts: int, exc: BaseException) -> None:
+    handler = engine.on_error
+    if handler is None:
+        return
+    try:
+        await _call(handler, engine.inst.actor, WorkflowStepFailed(
+            f"Workflow step {loc!r} failed after {attempts} attempt(s): {error}",
+            location=loc, attempts=attempts, error=error,
+        ))
+    except Exception:
+        engine.inst.log.exception("the workflow's on_error handler raised")
+
+
+# -- the decorator ---------------------------------------------------------------------------
+
+
+def _wake(self: Any) -> None:
+    """Wake-up of a durable ``ctx.sleep`` (scheduled): the workflow re-checks its timers."""
+    engine = getattr(self, _ENGINE_ATTR, None)
+    if engine is not None:
+        engine.nudge.set()
+
+
+_wake.__name__ = WAKE_ACTION
+_wake_action = action(name=WAKE_ACTION)(_wake)
+
+
+class _WorkflowMethod:
+    """What ``@workflow`` puts on the class: ``run(self)`` replaying ``fn(self, ctx)``."""
+
+    def __init__(self, fn: Callable[..., Awaitable[Any]], on_error: Callable[..., Any] | None) -> None:
+        self.fn = fn
+        self.on_error = on_error
+        functools.update_wrapper(self, fn)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        # Runs before Actor.__init_subclass__ collects the actions.
+        if WAKE_ACTION not in owner.__dict__:
+            setattr(owner, WAKE_ACTION, _wake_action)
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        return functools.partial(self.__call__, obj)
+
+    async def __call__(self, actor: Any) -> Any:
+        inst: ActorInstance = actor._rivet
+        engine = _Engine(inst)
+        engine.on_error = self.on_error
+        setattr(actor, _ENGINE_ATTR, engine)
+        try:
+            await engine.load()
+            result = await self.fn(actor, WorkflowContext(engine, ""))
+            engine.check_complete("")
+            inst.log.debug("workflow completed")
+            return result
+        except WorkflowStepFailed as exc:
+            # Recorded; the workflow stops here (and replays this failure on later wakes,
+            # without running the step again), so an idle actor sleeps instead of spinning.
+            inst.log.error("workflow stopped: %s", exc.message)
+            return None
+        except WorkflowHistoryDivergence as exc:
+            inst.log.error("workflow stopped: %s", exc.message)
+            return None
+        finally:
+            if getattr(actor, _ENGINE_ATTR, None) is engine:
+                delattr(actor, _ENGINE_ATTR)
+
+
+def workflow(fn: Any = None, /, *, on_error: Callable[..., Any] | None = None) -> Any:
+    """Make ``async def run(self, ctx)`` a durable workflow: ``@workflow`` or ``@workflow(on_error=handler)``.
+
+    ``on_error(self, error)`` (sync or async) is called with a
+    :class:`~rivet_django.exceptions.WorkflowStepFailed` when a step exhausts its retries.
+    """
+
+    def wrap(f: Callable[..., Awaitable[Any]]) -> _WorkflowMethod:
+        if not inspect.iscoroutinefunction(f):
+            raise TypeError("@workflow decorates an async function: async def run(self, ctx)")
+        return _WorkflowMethod(f, on_error)
+
+    if fn is not None:
+        return wrap(fn)
+    return wrap
