@@ -262,17 +262,28 @@ class Actor:
 
     # -- state ------------------------------------------------------------------
 
+    #: Set by ``@workflow``: state and client are only for steps in the workflow's body.
+    _rivet_is_workflow = False
+
+    def _check_workflow_effects(self) -> None:
+        if self._rivet_is_workflow:
+            from .workflow import check_effects_allowed
+
+            check_effects_allowed()
+
     @property
     def state(self) -> Any:
         """Durable state, persisted after every action that changes it."""
         if not self._rivet.definition.has_state:
             raise StateNotEnabled()
+        self._check_workflow_effects()
         return self._rivet.state
 
     @state.setter
     def state(self, value: Any) -> None:
         if not self._rivet.definition.has_state:
             raise StateNotEnabled()
+        self._check_workflow_effects()
         self._rivet.state = value
 
     @property
@@ -369,6 +380,7 @@ class Actor:
 
     def client(self) -> Any:
         """An async client for calling other actors, routed in-process."""
+        self._check_workflow_effects()
         return self._rivet.client()
 
     def __repr__(self) -> str:

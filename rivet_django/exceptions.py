@@ -31,6 +31,7 @@ pair and carries the HTTP status it is served with::
      |    +-- QueuePreviousMessageNotCompleted
      |                               queue.previous_message_not_completed 400
      |    +-- WorkflowHistoryDivergence workflow.history_divergence 500
+     |    +-- WorkflowOutsideStep    workflow.outside_step          500
      |    +-- WorkflowStepFailed     workflow.step_failed           500
      +-- InternalError               actor.internal_error, masked
 
@@ -73,6 +74,7 @@ __all__ = [
     "TooManySchedules",
     "UserError",
     "WorkflowHistoryDivergence",
+    "WorkflowOutsideStep",
     "WorkflowStepFailed",
     "public_error_of",
 ]
@@ -297,6 +299,15 @@ class WorkflowHistoryDivergence(PublicError):
     code = "history_divergence"
     status_code = 500
     default_message = "The workflow does not match its recorded history"
+
+
+class WorkflowOutsideStep(PublicError):
+    """``self.state`` or ``self.client()`` used in a workflow's body outside ``ctx.step``."""
+
+    group = "workflow"
+    code = "outside_step"
+    status_code = 500
+    default_message = "In a workflow, self.state and self.client() may only be used inside ctx.step"
 
 
 class WorkflowStepFailed(PublicError):

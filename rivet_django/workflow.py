@@ -39,7 +39,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .definition import action
-from .exceptions import ActorAborted, InvalidRequest, WorkflowHistoryDivergence, WorkflowStepFailed
+from .exceptions import (
+    ActorAborted,
+    InvalidRequest,
+    WorkflowHistoryDivergence,
+    WorkflowOutsideStep,
+    WorkflowStepFailed,
+)
 from .runtime import serde
 from .storage.workflows import DjangoWorkflowStore, EntryRecord, EntryWrite
 
@@ -69,9 +75,19 @@ _ENGINE_ATTR = "_rivet_workflow_engine"
 _IN_STEP: contextvars.ContextVar[bool] = contextvars.ContextVar("rivet_workflow_in_step", default=False)
 
 
+#: True in a workflow's body (its run task and the branch tasks it starts).
+_IN_BODY: contextvars.ContextVar[bool] = contextvars.ContextVar("rivet_workflow_in_body", default=False)
+
+
 def in_step() -> bool:
     """Whether the calling code runs inside a workflow step."""
     return _IN_STEP.get()
+
+
+def check_effects_allowed() -> None:
+    """Raise if called in a workflow's body outside a step (replay would repeat the effect)."""
+    if _IN_BODY.get() and not _IN_STEP.get():
+        raise WorkflowOutsideStep()
 
 
 # -- public helpers ------------------------------------------------------------------------
@@ -633,6 +649,7 @@ class _WorkflowMethod:
 
     def __set_name__(self, owner: type, name: str) -> None:
         # Runs before Actor.__init_subclass__ collects the actions.
+        owner._rivet_is_workflow = True  # type: ignore[attr-defined]
         if WAKE_ACTION not in owner.__dict__:
             setattr(owner, WAKE_ACTION, _wake_action)
 
@@ -646,6 +663,7 @@ class _WorkflowMethod:
         engine = _Engine(inst)
         engine.on_error = self.on_error
         setattr(actor, _ENGINE_ATTR, engine)
+        body = _IN_BODY.set(True)
         try:
             await engine.load()
             result = await self.fn(actor, WorkflowContext(engine, ""))
@@ -661,6 +679,7 @@ class _WorkflowMethod:
             inst.log.error("workflow stopped: %s", exc.message)
             return None
         finally:
+            _IN_BODY.reset(body)
             if getattr(actor, _ENGINE_ATTR, None) is engine:
                 delattr(actor, _ENGINE_ATTR)
 

@@ -166,3 +166,14 @@ def test_sqlite_runs_in_wal_mode(db):
     with connection.cursor() as cursor:
         cursor.execute("PRAGMA journal_mode")
         assert cursor.fetchone()[0] == "wal"
+
+
+async def test_fan_out_fan_in_through_the_runtime(rivet_node):
+    actor_id = await make(rivet_node, "fanOut", ["coordinator"])
+    assert await rivet_node.router.call_action(actor_id, "fan", [20]) == sum(range(1, 21))
+    # The workers are real actors with their own durable state.
+    worker = await rivet_node.router.get("default", "counter", ["fan-19"])
+    assert await rivet_node.router.call_action(worker.actor_id, "getCount") == 20
+    # Calling yourself from an action (the outer call waits on the inner one) does not deadlock.
+    # fan(2) again: fan-0 goes 1 -> 2 and fan-1 goes 2 -> 4.
+    assert await asyncio.wait_for(rivet_node.router.call_action(actor_id, "ask_self"), 10) == 2 + 4

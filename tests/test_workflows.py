@@ -492,3 +492,17 @@ async def test_agent_demo_streams_tokens(rivet_node):
     done = [args[0] for name, args in sink.events if name == "done"]
     assert done[0]["text"] == " ".join(expected)
     assert [h["prompt"] for h in await call(rivet_node, actor_id, "history")] == ["what is an actor?", "and a workflow?"]
+
+
+async def test_state_outside_a_step_raises_in_the_workflow_body(rivet_node, caplog):
+    import logging
+
+    record, _ = await rivet_node.router.get_or_create("default", "wfOutsideStep", ["guard"])
+    with caplog.at_level(logging.ERROR, logger="rivet_django.actor"):
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if "outside_step" in caplog.text or "only be used inside ctx.step" in caplog.text:
+                break
+    assert "only be used inside ctx.step" in caplog.text
+    # Actions (not the workflow's body) use state freely.
+    assert await rivet_node.router.call_action(record.actor_id, "read") == {"inside": 1}

@@ -863,7 +863,7 @@ class WfDiverging(Actor):
             if name.startswith("loop:"):
                 await ctx.loop(name[5:], lambda loop: Loop.break_(1))
             else:
-                await ctx.step(name, self.state["done"].append, name)
+                await ctx.step(name, lambda n: self.state["done"].append(n), name)
 
     @action
     def progress(self):
@@ -904,3 +904,32 @@ class WfJoin(Actor):
     @action
     def progress(self):
         return self.state
+
+
+class WfOutsideStep(Actor):
+    """Touches state in its workflow body outside a step: refused."""
+
+    state = {"inside": 0}
+
+    @workflow
+    async def run(self, ctx):
+        await ctx.step("ok", lambda: self.state.update(inside=1))
+        self.state["outside"] = 1  # raises WorkflowOutsideStep
+
+    @action
+    def read(self):
+        return self.state
+
+
+class FanOut(Actor):
+    """Actor-to-actor: fan out to many workers through ``self.client()`` and gather."""
+
+    @action
+    async def fan(self, n):
+        client = self.client()
+        results = await asyncio.gather(*(client.counter.get_or_create([f"fan-{i}"]).increment(i + 1) for i in range(n)))
+        return sum(results)
+
+    @action
+    async def ask_self(self):
+        return await self.client().fanOut.get_for_id(self.id).fan(2)
