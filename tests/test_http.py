@@ -324,7 +324,16 @@ async def test_stale_cached_address_is_resolved_afresh(rivet_node):
     old_id = first.headers["x-rivet-actor"]
     # Another process destroys the actor: this node's router cache still maps the key to it.
     await rivet_node.runtime.destroy_actor(old_id)
-    assert rivet_node.router._cached("default", "counter", ("stale",)) is not None
+    assert rivet_node.router._cached_id("default", "counter", ("stale",)) == old_id
     again = await call(client, "counter", "increment", [1], key="stale")
     assert again.status_code == 200 and body_of(again) == 1
     assert again.headers["x-rivet-actor"] != old_id
+
+
+async def test_manager_lookups_report_current_timestamps(rivet_node):
+    client = AsyncClient()
+    actor_id = (await call(client, "counter", "increment", [1], key="ts")).headers["x-rivet-actor"]
+    await rivet_node.runtime.sleep_actor(actor_id)
+    found = (await client.get(f"{API}/actors?name=counter&key=ts")).json()["actors"][0]
+    assert found["actor_id"] == actor_id and found["sleep_ts"] >= found["create_ts"]
+    assert found["start_ts"] >= found["create_ts"]

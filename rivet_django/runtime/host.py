@@ -31,6 +31,25 @@ logger = logging.getLogger("rivet_django.runtime")
 #: How often a call retries when the instance it found was stopping.
 _WAKE_ATTEMPTS = 5
 
+#: Actors gone to sleep since the last memory trim that make another one worthwhile.
+_TRIM_AFTER_SLEEPS = 1000
+
+
+def _release_memory() -> None:
+    """Collect cycles and return free heap pages to the OS (glibc ``malloc_trim``)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return
+    try:
+        ctypes.CDLL(libc_name).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
 
 class ActorRuntime:
     """Hosts :class:`ActorInstance`\\ s on the running event loop."""
@@ -331,12 +350,19 @@ class ActorRuntime:
         return len(idle)
 
     async def _reap_idle_forever(self) -> None:
+        peak = 0
         while True:
             await asyncio.sleep(self.config.idle_check_interval)
             try:
                 await self.reap_idle()
             except Exception:
                 logger.exception("Idle reaper failed")
+            # After many actors went to sleep, hand the freed memory back to the OS:
+            # a sleeping actor should cost (almost) nothing but its database row.
+            peak = max(peak, len(self.instances))
+            if peak - len(self.instances) >= _TRIM_AFTER_SLEEPS:
+                peak = len(self.instances)
+                _release_memory()
 
     async def renew_leases(self) -> None:
         """Extend the leases of every awake actor in one batch; drop the ones lost."""

@@ -36,8 +36,9 @@ class ActorRouter:
         self.store = runtime.store
         self.registry = runtime.registry
         self.config = runtime.config
-        # (namespace, name, key) -> record, for keys resolved before. Destroy evicts.
-        self._by_key: OrderedDict[tuple[str, str, tuple[str, ...]], ActorRecord] = OrderedDict()
+        # (namespace, name, key) -> actor id, for keys resolved before: the gateway's hot
+        # path resolves without a query. Only ids are kept (memory); records are read fresh.
+        self._ids: OrderedDict[tuple[str, str, tuple[str, ...]], str] = OrderedDict()
 
     # -- validation ----------------------------------------------------------------
 
@@ -64,26 +65,23 @@ class ActorRouter:
 
     def _remember(self, record: ActorRecord) -> ActorRecord:
         cache_key = (record.namespace, record.name, record.key)
-        self._by_key[cache_key] = record
-        self._by_key.move_to_end(cache_key)
-        if len(self._by_key) > _CACHE_SIZE:
-            self._by_key.popitem(last=False)
+        self._ids[cache_key] = record.actor_id
+        self._ids.move_to_end(cache_key)
+        if len(self._ids) > _CACHE_SIZE:
+            self._ids.popitem(last=False)
         return record
 
     def forget(self, namespace: str, name: str, key: Sequence[str]) -> None:
         """Drop a cached address (the actor behind it may be gone)."""
-        self._by_key.pop((namespace, name, tuple(key)), None)
+        self._ids.pop((namespace, name, tuple(key)), None)
 
-    def _cached(self, namespace: str, name: str, key: tuple[str, ...]) -> ActorRecord | None:
-        return self._by_key.get((namespace, name, key))
+    def _cached_id(self, namespace: str, name: str, key: tuple[str, ...]) -> str | None:
+        return self._ids.get((namespace, name, key))
 
     async def get(self, namespace: str, name: str, key: Sequence[str]) -> ActorRecord | None:
-        """The live actor with this key, or None."""
+        """The live actor with this key, or None (read from storage: timestamps are current)."""
         self.check_name(name)
         key = self.check_key(key)
-        record = self._cached(namespace, name, key)
-        if record is not None:
-            return record
         record = await self.store.get_by_key(namespace, name, key)
         return None if record is None else self._remember(record)
 
@@ -92,9 +90,6 @@ class ActorRouter:
     ) -> tuple[ActorRecord, bool]:
         self.check_name(name)
         key = self.check_key(key)
-        record = self._cached(namespace, name, key)
-        if record is not None:
-            return record, False
         record, created = await self.store.get_or_create(namespace, name, key, _input_bytes(input))
         self._remember(record)
         if created:
@@ -135,15 +130,20 @@ class ActorRouter:
             return actor_id
         if name is None:
             raise InvalidRequest("Missing actor name")
+        if method not in ("get", "getOrCreate"):
+            raise InvalidRequest(f"Unknown query method {method!r}")
+        self.check_name(name)
+        checked = self.check_key(key or ())
+        cached = self._cached_id(namespace, name, checked)
+        if cached is not None:
+            return cached
         if method == "get":
-            record = await self.get(namespace, name, key or ())
+            record = await self.get(namespace, name, checked)
             if record is None:
-                raise ActorNotFound(f"Actor {name!r} with key {list(key or ())!r} not found")
+                raise ActorNotFound(f"Actor {name!r} with key {list(checked)!r} not found")
             return record.actor_id
-        if method == "getOrCreate":
-            record, _ = await self.get_or_create(namespace, name, key or (), input)
-            return record.actor_id
-        raise InvalidRequest(f"Unknown query method {method!r}")
+        record, _ = await self.get_or_create(namespace, name, checked, input)
+        return record.actor_id
 
     async def with_actor(self, target: Any, call: Callable[[str], Awaitable[T]]) -> tuple[str, T]:
         """Resolve a gateway target and run ``call(actor_id)`` on it.
@@ -181,9 +181,9 @@ class ActorRouter:
         record = await self.store.get_by_id(actor_id)
         if record is None or record.destroyed:
             raise ActorNotFound(f"Actor {actor_id} not found")
-        self._by_key.pop((record.namespace, record.name, record.key), None)
+        self.forget(record.namespace, record.name, record.key)
         destroyed = await self.runtime.destroy_actor(actor_id)
-        self._by_key.pop((record.namespace, record.name, record.key), None)
+        self.forget(record.namespace, record.name, record.key)
         return destroyed
 
 
