@@ -7,6 +7,7 @@
 #   3. ruff check rivet_django tests; mypy (rivet_django, config in pyproject.toml)
 #   4. python -m pytest                    (whole suite, SQLite)
 #   5. RIVET_TEST_DB=postgres python -m pytest tests/test_storage.py tests/test_runtime.py tests/test_features.py
+#   6. python -m bench --quick (the benchmark harness still works; no speed assertions)
 #
 # With CI set (CI=true), anything missing (PostgreSQL, Redis, node/npm) is a
 # failure; on a workstation it is skipped with a note. Every step is bounded in
@@ -179,6 +180,24 @@ if ((POSTGRES_UP)); then
     fi
 else
     record "pytest postgres" skipped "PostgreSQL not available"
+fi
+
+say "Benchmark harness: python -m bench --quick (proves it runs; asserts nothing about speed)"
+if command -v npm >/dev/null 2>&1; then
+    if (cd bench/peer && { npm ci || npm install; }); then
+        status=0
+        timeout --signal=TERM --kill-after=30 "${BENCH_TIMEOUT:-300}" "$PYTHON" -m bench --quick || status=$?
+        case $status in
+            0) record "bench quick" ok ;;
+            124 | 137) record "bench quick" FAIL "timed out" ;;
+            *) record "bench quick" FAIL "exit $status" ;;
+        esac
+    else
+        record "bench quick" FAIL "npm install in bench/peer failed"
+    fi
+else
+    missing "npm not installed: the benchmark harness cannot run"
+    record "bench quick" skipped "no npm"
 fi
 
 summary

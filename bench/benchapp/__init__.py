@@ -1,0 +1,1 @@
+"""Bench-only actors (see actors.py); installed by bench/settings.py only."""

@@ -1,0 +1,22 @@
+"""Settings of the benchmark's rivet_django server: the demo project plus bench actors.
+
+    DJANGO_SETTINGS_MODULE=bench.settings python manage.py runactors --port 8000
+
+Everything else (SQLite, in-memory channel layer, commit durability, rivet_django
+defaults) is the demo project's, i.e. what a newcomer gets from the README.
+"""
+
+import os
+
+from demo_project.settings import *  # noqa: F403
+from demo_project.settings import INSTALLED_APPS, RIVET
+
+INSTALLED_APPS = [*INSTALLED_APPS, "bench.benchapp"]
+
+# Small, so actors with a short Meta.sleep_timeout fall asleep on time.
+RIVET = {
+    **RIVET,
+    "IDLE_CHECK_INTERVAL": 0.1,
+    # Per-actor SQLite files (none of the bench actors use self.db) next to the run's database.
+    "DB_DIR": os.environ.get("RIVET_BENCH_DB_DIR") or None,
+}
