@@ -86,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-python-client", action="store_true", help="skip the AsyncClient runs")
     parser.add_argument("--keep-workdir", action="store_true", help="keep server databases and logs")
     parser.add_argument("--results", default=str(RESULTS), help="where JSON and PNG go")
+    parser.add_argument(
+        "--server", default="daphne", choices=("daphne", "uvicorn"), help="runactors --server of our side"
+    )
+    parser.add_argument("--profile", default="", help="folder for py-spy profiles of our servers (needs py-spy)")
     args = parser.parse_args(argv)
 
     params = Params.quick() if args.quick else Params()
@@ -131,9 +135,19 @@ def main(argv: list[str] | None = None) -> int:
         "machine": _machine(),
         "notes": notes,
         "workdir": str(workdir),
+        "ours_server": args.server,
     }
     print(f"rivet_django benchmark ({meta['mode']}), {cores.note}; work dir {workdir}", flush=True)
-    ctx = Context(params=params, cores=cores, sides=sides, workdir=workdir, quick=args.quick, notes=notes)
+    ctx = Context(
+        params=params,
+        cores=cores,
+        sides=sides,
+        workdir=workdir,
+        quick=args.quick,
+        notes=notes,
+        ours_server=args.server,
+        profile_dir=Path(args.profile).resolve() if args.profile else None,
+    )
 
     runs: dict[str, Any] = {}
     broken: list[str] = []

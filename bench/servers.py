@@ -93,9 +93,15 @@ class OursServer:
     #: A migrated empty database, made once per run and copied for every server.
     _template: Path | None = None
 
-    def __init__(self, workdir: Path, core: int | None) -> None:
+    def __init__(
+        self, workdir: Path, core: int | None, *, server: str = "daphne", profile: Path | None = None
+    ) -> None:
         self.workdir = workdir
         self.core = core
+        self.server = server
+        #: Where py-spy writes this server's collapsed stacks (None: no profiling).
+        self.profile = profile
+        self.profiler: subprocess.Popen[bytes] | None = None
         self.db_path = workdir / "db.sqlite3"
         self.log = workdir / "runactors.log"
         self.port = 0
@@ -140,14 +146,32 @@ class OursServer:
         self.port = free_port()
         with open(self.log, "ab") as log:
             self.proc = spawn(
-                [sys.executable, "manage.py", "runactors", "--port", str(self.port), "--node-id", "bench-node"],
+                [
+                    sys.executable, "manage.py", "runactors", "--port", str(self.port),
+                    "--node-id", "bench-node", "--server", self.server,
+                ],
                 core=self.core,
                 cwd=REPO,
                 env=self.env,
                 stdout=log,
             )
         _wait_http_ok(self.endpoint + "/metadata", self.proc, timeout, self.log)
+        if self.profile is not None:
+            self._start_profiler(self.profile)
         return self
+
+    def _start_profiler(self, out: Path) -> None:
+        """py-spy sampling the whole life of the server (it writes when the server exits)."""
+        py_spy = shutil.which("py-spy")
+        if py_spy is None:
+            raise HarnessError("--profile needs py-spy (pip install py-spy)")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        assert self.proc is not None
+        self.profiler = subprocess.Popen(
+            [py_spy, "record", "--pid", str(self.proc.pid), "--format", "raw", "--rate", "250", "-o", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def pids(self) -> list[int]:
         return [self.proc.pid] if self.proc is not None else []
@@ -177,6 +201,12 @@ class OursServer:
         if self.proc is not None:
             # SIGTERM: runactors puts every actor to sleep (final flush), then exits.
             stop_pid(self.proc.pid, timeout=40.0, proc=self.proc)
+        if self.profiler is not None:
+            try:
+                self.profiler.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                stop_pid(self.profiler.pid, timeout=5.0, proc=self.profiler)
+            self.profiler = None
 
 
 class PeerServer:

@@ -96,16 +96,28 @@ class Context:
     workdir: Path
     quick: bool
     notes: list[str] = field(default_factory=list)
+    #: ``runactors --server`` of our side.
+    ours_server: str = "daphne"
+    #: --profile: py-spy's collapsed stacks of every rivet_django server go here.
+    profile_dir: Path | None = None
     #: --quick: one server per side for every workload (started once, stopped by close()).
     shared: dict[str, OursServer | PeerServer] = field(default_factory=dict)
 
     def server(self, workload: str, side: str) -> OursServer | PeerServer:
-        cls = OursServer if side == "rivet_django" else PeerServer
-        if self.quick:
-            if side not in self.shared:
-                self.shared[side] = cls(self.workdir / f"shared-{side}", self.cores.server)
+        name = "shared" if self.quick else workload
+        if self.quick and side in self.shared:
             return self.shared[side]
-        return cls(self.workdir / f"{workload}-{side}", self.cores.server)
+        server: OursServer | PeerServer
+        if side == "rivet_django":
+            profile = self.profile_dir / f"{name}.txt" if self.profile_dir is not None else None
+            server = OursServer(
+                self.workdir / f"{name}-{side}", self.cores.server, server=self.ours_server, profile=profile
+            )
+        else:
+            server = PeerServer(self.workdir / f"{name}-{side}", self.cores.server)
+        if self.quick:
+            self.shared[side] = server
+        return server
 
     def close(self) -> None:
         for server in self.shared.values():

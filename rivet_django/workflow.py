@@ -25,6 +25,15 @@ workflow stops with :class:`~rivet_django.exceptions.WorkflowHistoryDivergence` 
 Loops keep bounded storage: a loop has one entry holding its iteration number
 and state; when an iteration ends, that entry is updated and the iteration's
 own entries are deleted in the same transaction.
+
+The end. When the workflow returns, or stops because a step exhausted its
+retries (:class:`~rivet_django.exceptions.WorkflowStepFailed` left the body),
+its outcome is recorded at the reserved location :data:`END_LOCATION`
+(``"/end"``, kind ``"workflow"``, status ``"completed"`` or ``"failed"``). On
+later wakes ``run`` finds it and returns at once: a finished workflow does not
+replay its history, and steps added to its code later do not run. A history
+divergence is not recorded (fixing the code lets the workflow continue).
+Deleting an actor's entries while it is asleep starts its workflow over.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ if TYPE_CHECKING:
     from .runtime.instance import ActorInstance
 
 __all__ = [
+    "END_LOCATION",
     "WAKE_ACTION",
     "Loop",
     "LoopContext",
@@ -68,6 +78,9 @@ logger = logging.getLogger("rivet_django.workflow")
 
 #: The internal action a durable sleep schedules to wake its actor (added to every workflow actor).
 WAKE_ACTION = "_rivet_workflow_wake"
+
+#: Where a workflow's outcome is recorded once it ends (entry names cannot contain "/").
+END_LOCATION = "/end"
 
 _ENGINE_ATTR = "_rivet_workflow_engine"
 
@@ -292,6 +305,17 @@ class _Engine:
         if inst.abort_event.is_set():
             raise ActorAborted()
 
+    async def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` in full (a retry's backoff: a wake-up does not cut it short); ActorAborted if stopping."""
+        abort = self.inst.abort_event
+        if abort.is_set():
+            raise ActorAborted()
+        try:
+            await asyncio.wait_for(abort.wait(), timeout=max(0.0, seconds))
+        except TimeoutError:
+            return
+        raise ActorAborted()
+
 
 def backoff_delay(attempt: int, base: float, maximum: float) -> float:
     """Seconds to wait before retry ``attempt`` (1, 2, ...): ``base * 2**(attempt-1)``, at most ``maximum``."""
@@ -441,7 +465,7 @@ class WorkflowContext:
         inst = engine.inst
         while True:
             if attempts:
-                await engine.wait(backoff_delay(attempts, backoff_base, backoff_max))
+                await engine.pause(backoff_delay(attempts, backoff_base, backoff_max))
             attempts += 1
             token = _IN_STEP.set(True)
             inst._begin_turn()  # a running step keeps the actor awake, like a call
@@ -460,10 +484,12 @@ class WorkflowContext:
                     "workflow step %r failed (attempt %d of %d): %s", loc, attempts, retries + 1, error,
                     exc_info=final,
                 )
+                if final:
+                    # Before the write: what on_error does to the state commits with the failure.
+                    await _observe_failure(engine, loc, error, attempts, exc)
                 status = "failed" if final else "retrying"
                 await engine.write(loc, kind, status, {"p": pos}, error=error, attempts=attempts, with_state=True)
                 if final:
-                    await _observe_failure(engine, loc, error, attempts, exc)
                     return StepResult(False, error=error, attempts=attempts)
                 continue
             finally:
@@ -666,14 +692,21 @@ class _WorkflowMethod:
         body = _IN_BODY.set(True)
         try:
             await engine.load()
+            end = engine.history.get(END_LOCATION)
+            if end is not None:
+                # Finished earlier: nothing to replay, so an idle actor goes back to sleep.
+                inst.log.debug("workflow already ended (%s); not run again", end.status)
+                return None
             result = await self.fn(actor, WorkflowContext(engine, ""))
             engine.check_complete("")
+            await engine.write(END_LOCATION, "workflow", "completed", {})
             inst.log.debug("workflow completed")
             return result
         except WorkflowStepFailed as exc:
-            # Recorded; the workflow stops here (and replays this failure on later wakes,
-            # without running the step again), so an idle actor sleeps instead of spinning.
+            # The step's failure is recorded; so is the workflow's: later wakes do not run it
+            # again, so an idle actor sleeps instead of spinning.
             inst.log.error("workflow stopped: %s", exc.message)
+            await engine.write(END_LOCATION, "workflow", "failed", {}, error=exc.message)
             return None
         except WorkflowHistoryDivergence as exc:
             inst.log.error("workflow stopped: %s", exc.message)
@@ -688,7 +721,8 @@ def workflow(fn: Any = None, /, *, on_error: Callable[..., Any] | None = None) -
     """Make ``async def run(self, ctx)`` a durable workflow: ``@workflow`` or ``@workflow(on_error=handler)``.
 
     ``on_error(self, error)`` (sync or async) is called with a
-    :class:`~rivet_django.exceptions.WorkflowStepFailed` when a step exhausts its retries.
+    :class:`~rivet_django.exceptions.WorkflowStepFailed` when a step exhausts its retries;
+    its changes to ``self.state`` are recorded with the failure.
     """
 
     def wrap(f: Callable[..., Awaitable[Any]]) -> _WorkflowMethod:

@@ -28,7 +28,11 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """``python manage.py runactors`` of the demo project on its own SQLite file."""
+    """``python manage.py runactors`` on its own SQLite file (``RIVET_DEMO_DB``).
+
+    ``settings`` is the Django settings module: the demo project by default,
+    ``"tests.settings_live"`` for the test app's actors.
+    """
 
     def __init__(
         self,
@@ -37,13 +41,14 @@ class LiveServer:
         env: dict[str, str] | None = None,
         node_id: str = "live-node",
         server: str | None = None,
+        settings: str = "demo_project.settings",
     ) -> None:
         self.db_path = db_path or os.path.join(tempfile.mkdtemp(prefix="rivet-live-"), "db.sqlite3")
         self.port = 0
         self.node_id = node_id
         self.proc: subprocess.Popen[bytes] | None = None
         self.env = {**os.environ, "RIVET_DEMO_DB": self.db_path, "DJANGO_DEBUG": "0", **(env or {})}
-        self.env.pop("DJANGO_SETTINGS_MODULE", None)
+        self.env["DJANGO_SETTINGS_MODULE"] = settings
         self.log_path = self.db_path + ".log"
         # RIVET_TEST_SERVER=uvicorn runs every live test on uvicorn instead of daphne.
         self.server = server or os.environ.get("RIVET_TEST_SERVER", "daphne")

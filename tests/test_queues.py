@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -33,7 +28,7 @@ from rivet_django.exceptions import (
 )
 from rivet_django.models import ActorQueueMessage
 from rivet_django.testing import crash_node, running_node
-from tests.server import REPO, LiveServer, free_port
+from tests.server import LiveServer
 from tests.testapp.actors import QUEUE_LOG
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -513,51 +508,11 @@ async def _awake(node: Any, actor_id: str) -> bool:
 
 # -- end to end: a real runactors process, kill -9 ------------------------------------------------
 
-_SERVE = """
-import os, sys
-sys.path[:0] = [{repo!r}, {demo!r}]
-os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
-import tests.settings as settings
-settings.DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ["RIVET_QUEUE_TEST_DB"]}}}}
-import django
-django.setup()
-from django.core.management import call_command
-call_command("migrate", verbosity=0, interactive=False)
-call_command("runactors", port=int(sys.argv[1]), node_id="queue-live", server="daphne")
-"""
-
-
-class QueueTestServer(LiveServer):
-    """``runactors`` serving the test app's actors (the demo project has no queue actors)."""
-
-    def start(self, timeout: float = 60.0) -> QueueTestServer:
-        self.port = free_port()
-        script = _SERVE.format(repo=str(REPO), demo=str(REPO / "demo_project"))
-        env = {**self.env, "RIVET_QUEUE_TEST_DB": self.db_path}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", script, str(self.port)],
-            cwd=REPO,
-            env=env,
-            stdout=open(self.log_path, "ab"),
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"runactors exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(self.endpoint + "/metadata", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.1)
-        self.kill()
-        raise RuntimeError(f"runactors did not answer within {timeout}s:\n{self.log()}")
-
 
 @pytest.fixture
-def queue_server() -> Iterator[QueueTestServer]:
-    server = QueueTestServer(os.path.join(tempfile.mkdtemp(prefix="rivet-queue-"), "db.sqlite3"))
+def queue_server(tmp_path) -> Iterator[LiveServer]:
+    """``runactors`` serving the test app's actors (the demo project has no queue actors)."""
+    server = LiveServer(str(tmp_path / "db.sqlite3"), node_id="queue-live", settings="tests.settings_live")
     try:
         yield server
     finally:

@@ -25,6 +25,7 @@ from rivet_django.runtime import serde
 from rivet_django.runtime.schedule import ScheduleRecord, plan_run
 from rivet_django.testing import ManualClock, crash_node, fire_schedules, running_node
 from tests.server import LiveServer
+from tests.testapp.actors import SLOW_RELEASED, SLOW_STARTED
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -212,6 +213,10 @@ async def test_schedule_of_an_actor_class_this_process_does_not_know_is_left_alo
         (("cron", "c", "every day", "record", "x"), {}, "has 2 fields"),
         (("cron", "c", "* * * * * *", "record", "x"), {}, "has 6 fields"),
         (("cron", "c", "", "record", "x"), {}, "non-empty string"),
+        (("cron", "c", "0 0 30 2 *", "record", "x"), {}, "never names a time"),
+        (("after", 1e12, "record", "x"), {}, "too far in the future"),
+        (("at", 1e15, "record", "x"), {}, "too far in the future"),
+        (("every", "e", 1e12, "record", "x"), {}, "too far in the future"),
         (("cron", "c", "0 9 * * *", "record", "x"), {"tz": "Mars/Olympus"}, "Unknown time zone"),
         (("cron", "", "0 9 * * *", "record", "x"), {}, "schedule name"),
         (("cron", "c", "0 9 * * *", "nope"), {}, "has no such action"),
@@ -371,6 +376,74 @@ async def test_schedule_survives_a_crash_and_fires_once(transactional_db):
         assert tags(await stored_runs(actor_id)) == ["after-crash"]
         assert await schedule_rows(actor_id) == []
     await sync_to_async(connections.close_all)()
+
+
+async def wait_until(check, timeout: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.02)
+
+
+async def test_a_run_longer_than_its_claim_keeps_it_and_fires_once(clock_node):
+    node, clock = clock_node, clock_node.runtime.clock
+    store = node.runtime.scheduler.store
+    actor_id = await make(node, ["long-run"], name="slowScheduled")
+    SLOW_STARTED.clear()
+    await call(node, actor_id, "add", "after", 1, "slow", "long")
+    clock.advance(1)
+    firing = asyncio.ensure_future(node.runtime.scheduler.fire_due())
+    try:
+        assert await wait_until(lambda: _async("long" in SLOW_STARTED))
+
+        async def lock_ahead(seconds: float) -> bool:
+            [row] = await schedule_rows(actor_id)
+            return row["locked_until"].timestamp() >= clock.time() + seconds
+
+        # The run lasts 5 minutes of the scheduler's clock, far longer than one claim (120 s):
+        # while it is in flight its claim is renewed before it runs out.
+        for _ in range(3):
+            clock.advance(100)
+            assert await wait_until(lambda: lock_ahead(100)), "the claim was not renewed"
+        # So no other process can claim the run meanwhile.
+        other, _ = await store.claim_due(now=clock.time(), node_id="test-node", lock_until=clock.time() + 120, limit=10)
+        assert other == []
+    finally:
+        SLOW_RELEASED.add("long")
+        await asyncio.wait_for(firing, 5)
+    # The run ended with its (renewed) claim: the one-shot is gone, and it ran once.
+    assert await schedule_rows(actor_id) == []
+    assert tags(await call(node, actor_id, "runs")) == ["long"]
+    assert await fire_schedules(node, advance=300) == 0
+
+
+async def test_a_long_run_whose_schedule_is_cancelled_stops_renewing_and_is_not_revived(clock_node, caplog):
+    node, clock = clock_node, clock_node.runtime.clock
+    scheduler = node.runtime.scheduler
+    actor_id = await make(node, ["long-cancelled"], name="slowScheduled")
+    SLOW_STARTED.clear()
+    schedule_id = await call(node, actor_id, "add", "every", "slowly", 60, "slow", "cancelled")
+    clock.advance(60)
+    firing = asyncio.ensure_future(scheduler.fire_due())
+    try:
+        assert await wait_until(lambda: _async("cancelled" in SLOW_STARTED))
+        assert await call(node, actor_id, "cancel", schedule_id) is True  # while its run is in flight
+        clock.advance(100)
+        with caplog.at_level(logging.WARNING, logger="rivet_django.schedule"):
+            assert await wait_until(lambda: _async(not scheduler._claims)), "the lost claim is still renewed"
+        assert "the claim of its run in flight was lost" in caplog.text
+    finally:
+        SLOW_RELEASED.add("cancelled")
+        await asyncio.wait_for(firing, 5)
+    # The run's end did not write the cancelled schedule back.
+    assert await schedule_rows(actor_id) == []
+    assert tags(await call(node, actor_id, "runs")) == ["cancelled"]
+
+
+async def _async(value):
+    return value
 
 
 async def test_schedules_survive_a_clean_restart(transactional_db):

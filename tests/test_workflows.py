@@ -3,27 +3,32 @@
 Everything runs in-process against the real database; crashes are ``crash_node``
 (``kill -9``: nothing written, every task dropped) and time that matters is a
 :class:`ManualClock`. Step functions count their real executions in
-``WF_RUNS``, which survives the crashes (it is not durable state).
+``WF_RUNS``, which survives the crashes (it is not durable state). One test
+kills (``-9``) a real ``runactors`` process instead; its actor counts in files.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
 
+from rivet_django.client import Client
 from rivet_django.exceptions import WorkflowHistoryDivergence
 from rivet_django.models import WorkflowEntry
 from rivet_django.runtime import serde
 from rivet_django.storage.workflows import EntryRecord
 from rivet_django.testing import ManualClock, crash_node, fire_schedules, running_node
-from rivet_django.workflow import WAKE_ACTION, Loop, _Engine
+from rivet_django.workflow import END_LOCATION, WAKE_ACTION, Loop, _Engine
+from tests.server import LiveServer
 from tests.testapp.actors import WF_CONTROL, WF_RUNS
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -64,6 +69,16 @@ def entry_count(actor_id: str) -> int:
     return WorkflowEntry.objects.filter(actor_id=actor_id).count()
 
 
+async def ended(actor_id: str, status: str = "completed") -> dict[str, dict[str, Any]]:
+    """The actor's entries, once its workflow's end is recorded with ``status`` (bounded wait)."""
+
+    async def check() -> Any:
+        stored = await entries(actor_id)
+        return stored if stored.get(END_LOCATION, {}).get("status") == status else None
+
+    return await eventually(check)
+
+
 @pytest.fixture(autouse=True)
 def _reset_control():
     WF_RUNS.clear()
@@ -85,10 +100,10 @@ async def test_steps_are_recorded_and_replayed(rivet_node):
     state = await eventually(lambda: _done(rivet_node, actor_id))
     assert state["done"] == ["a", "b", "c"]
     assert state["result"] == [2, 4, 8]
-    stored = await entries(actor_id)
+    stored = await ended(actor_id)
     assert {loc: (e["kind"], e["status"]) for loc, e in stored.items()} == {
         "a": ("step", "completed"), "b": ("step", "completed"), "c": ("step", "completed"),
-        "finish": ("step", "completed"),
+        "finish": ("step", "completed"), END_LOCATION: ("workflow", "completed"),
     }
     assert stored["b"]["output"] == {"p": 1, "v": 4}
     # Asleep and awake again: run() replays from history; nothing runs twice.
@@ -173,6 +188,33 @@ async def test_exhausted_step_fails_the_workflow_without_spinning(transactional_
     await sync_to_async(connections.close_all)()
 
 
+async def test_on_error_state_changes_are_durable_with_the_failure(transactional_db):
+    WF_CONTROL["handled"] = {"fail": 100}
+    async with running_node() as node:
+        actor_id = await make(node, "wfRetry", ["handled"])
+        stored = await ended(actor_id, "failed")
+        assert stored["flaky"]["status"] == "failed"
+        await crash_node(node)  # kill -9 right after the failure is recorded
+    async with running_node() as node:
+        # The handler saw both failures; what it wrote to the state survived the crash.
+        assert (await call(node, actor_id, "progress"))["state"]["errors"] == ["maybe", "flaky"]
+        assert runs("handled", "flaky", "after") == [5, 0]
+    await sync_to_async(connections.close_all)()
+
+
+async def test_a_wake_up_does_not_cut_a_retry_backoff_short(rivet_node):
+    actor_id = await make(rivet_node, "wfBackoff", ["nudged"])
+
+    async def retrying() -> bool:
+        return (await entries(actor_id)).get("once", {}).get("status") == "retrying"
+
+    await eventually(retrying)
+    # A durable sleep's wake-up (here: a spare one) arrives during the 60 s backoff.
+    await call(rivet_node, actor_id, WAKE_ACTION)
+    await asyncio.sleep(0.2)
+    assert runs("nudged", "once") == [1]
+
+
 def test_backoff_is_deterministic():
     from rivet_django.workflow import backoff_delay
 
@@ -190,9 +232,9 @@ async def test_loop_break_continue_nesting_and_bounded_history(rivet_node):
     assert state["total"] == sum(range(n))
     assert state["inner"] == 6  # 2 outer iterations x 3 inner
     assert state["result"] == [n, "nested-done"]
-    stored = await entries(actor_id)
+    stored = await ended(actor_id)
     # Finished loops keep one entry each: no iteration entries are left.
-    assert set(stored) == {"n", "count", "outer", "finish"}
+    assert set(stored) == {"n", "count", "outer", "finish", END_LOCATION}
     assert stored["count"]["output"]["v"] == n
     assert stored["count"]["attempts"] == n
 
@@ -253,7 +295,7 @@ async def test_queue_next_is_recorded_and_acknowledged(transactional_db):
         from rivet_django.models import ActorQueueMessage
 
         assert await sync_to_async(ActorQueueMessage.objects.filter(actor_id=actor_id).count)() == 0
-        assert set(await entries(actor_id)) == {"jobs", "done"}
+        assert set(await ended(actor_id)) == {"jobs", "done", END_LOCATION}
     await sync_to_async(connections.close_all)()
 
 
@@ -371,7 +413,10 @@ async def test_divergence_stops_the_workflow(transactional_db, caplog):
             return (await call(node, actor_id, "progress"))["done"] == ["a", "b"]
 
         await eventually(both)
+        await ended(actor_id)
         await crash_node(node)
+    # A finished workflow never replays: forget its end, as if it had crashed just before.
+    await sync_to_async(WorkflowEntry.objects.filter(actor_id=actor_id, location=END_LOCATION).delete)()
     WF_CONTROL["div"]["order"] = ["b", "a", "c"]  # reordered, then a new step
     async with running_node() as node:
         await call(node, actor_id, "progress")
@@ -402,13 +447,143 @@ async def test_join_and_race(rivet_node):
     assert state["join"] == {"left": 2, "right": 3}
     assert state["race"] == ["fast", "f"]
     async def recorded() -> bool:
-        return set(await entries(actor_id)) == {"both", "first", "record"}  # the branches' entries are pruned
+        # The branches' entries are pruned.
+        return set(await entries(actor_id)) == {"both", "first", "record", END_LOCATION}
 
     await eventually(recorded)
     await rivet_node.runtime.instances[actor_id].stop()
     await call(rivet_node, actor_id, "progress")
     await asyncio.sleep(0.1)
     assert runs("jr", "left", "right", "fast", "record") == [1, 1, 1, 1]
+
+
+# -- the end of a workflow ------------------------------------------------------------------------
+
+
+async def test_a_finished_workflow_does_not_run_again(transactional_db):
+    async with running_node() as node:
+        actor_id = await make(node, "wfOnce", ["done"])
+        stored = await ended(actor_id)
+        assert (stored[END_LOCATION]["kind"], stored[END_LOCATION]["error"]) == ("workflow", "")
+        assert runs("done", "body", "a", "b") == [1, 1, 1]
+        # Asleep and awake again: run() finds the end and returns; the body does not replay.
+        await node.runtime.instances[actor_id].stop()
+        assert (await call(node, actor_id, "progress"))["done"] == ["a", "b"]
+        await asyncio.sleep(0.1)
+        assert runs("done", "body", "a", "b") == [1, 1, 1]
+        await crash_node(node)
+    async with running_node() as node:
+        await call(node, actor_id, "progress")
+        await asyncio.sleep(0.1)
+        assert runs("done", "body", "a", "b") == [1, 1, 1]
+        assert set(await entries(actor_id)) == {"a", "b", END_LOCATION}
+    await sync_to_async(connections.close_all)()
+
+
+async def test_a_failed_workflow_is_recorded_and_does_not_run_again(transactional_db):
+    WF_CONTROL["broken"] = {"fail": True}
+    async with running_node() as node:
+        actor_id = await make(node, "wfOnce", ["broken"])
+        stored = await ended(actor_id, "failed")
+        assert stored["b"]["status"] == "failed"
+        assert "broken for good" in stored[END_LOCATION]["error"] and "'b'" in stored[END_LOCATION]["error"]
+        assert runs("broken", "body", "a", "b") == [1, 1, 1]
+        await node.runtime.instances[actor_id].stop()
+        assert (await call(node, actor_id, "progress"))["done"] == ["a"]
+        await asyncio.sleep(0.1)
+        # Not replayed, not retried: the actor idles (and sleeps) instead of spinning.
+        assert runs("broken", "body", "a", "b") == [1, 1, 1]
+        assert node.runtime.instances[actor_id]._run_task.done()
+    await sync_to_async(connections.close_all)()
+
+
+# -- kill -9 of a real runactors process ------------------------------------------------------
+
+#: Where ``wfKill`` is killed, in order: after step i's effect but before its entry is recorded
+#: ("effect-i"), and after step i's entry is recorded, as step i+1 begins ("start-i+1", then "end").
+KILL_POINTS = ["effect-0", "start-1", "effect-1", "start-2", "effect-2", "start-3", "effect-3", "end"]
+
+
+def _wait_for_file(path: Path, server: LiveServer, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path.name} did not appear within {timeout}s:\n{server.log()}")
+        time.sleep(0.02)
+
+
+def _rows(db_path: str, actor_id: str) -> dict[str, tuple[str, str]]:
+    with sqlite3.connect(db_path) as db:
+        rows = db.execute(
+            "SELECT location, kind, status FROM rivet_django_workflowentry WHERE actor_id = ?", (actor_id,)
+        ).fetchall()
+    return {loc: (kind, status) for loc, kind, status in rows}
+
+
+def _counts(path: Path) -> dict[str, int]:
+    lines = path.read_text().splitlines() if path.exists() else []
+    return {line: lines.count(line) for line in sorted(set(lines))}
+
+
+def test_kill_minus_9_at_every_step_boundary_runs_each_effect_once(tmp_path):
+    """A live ``runactors`` is killed at each boundary of each step, restarted each time on the same database."""
+    files = tmp_path / "wf"
+    key = "k9"
+    work = files / key
+    work.mkdir(parents=True)
+    for point in KILL_POINTS:
+        (work / f"hold-{point}").touch()
+    server = LiveServer(
+        str(tmp_path / "db.sqlite3"), node_id="wf-kill", settings="tests.settings_live",
+        env={"RIVET_WF_KILL_DIR": str(files)},
+    )  # fmt: skip
+    try:
+        server.start()
+        with Client(server.endpoint) as client:
+            actor_id = client.wfKill.get_or_create([key]).resolve()
+        attempts_when_recorded: dict[str, int] = {}
+        for point in KILL_POINTS:
+            _wait_for_file(work / f"at-{point}", server)
+            server.kill()
+            rows = _rows(server.db_path, actor_id)
+            kind, _, i = point.partition("-")
+            if kind == "effect":
+                # Its effect is in the ledger, its entry is not recorded: it will run again.
+                assert i in (work / "ledger").read_text().split() and f"step-{i}" not in rows
+            else:
+                # The previous step is recorded (and must never run again); this one has no effect yet.
+                done = 3 if kind == "end" else int(i) - 1
+                assert rows[f"step-{done}"] == ("step", "completed")
+                attempts_when_recorded[str(done)] = _counts(work / "attempts")[str(done)]
+            assert END_LOCATION not in rows
+            (work / f"hold-{point}").unlink()
+            server.start()
+            with Client(server.endpoint) as client:
+                client.wfKill.get_or_create([key]).progress()  # wakes it: the workflow replays
+        deadline = time.monotonic() + 20
+        while END_LOCATION not in _rows(server.db_path, actor_id):
+            assert time.monotonic() < deadline, f"the workflow did not finish:\n{server.log()}"
+            time.sleep(0.05)
+        server.stop()
+        body_runs = _counts(work / "body")["run"]
+        server.start()  # and wake it once more: a finished workflow does not run again
+        with Client(server.endpoint) as client:
+            state = client.wfKill.get_or_create([key]).progress()
+        time.sleep(0.2)
+        assert _counts(work / "body")["run"] == body_runs == len(KILL_POINTS) + 1
+    finally:
+        try:
+            server.stop()
+        finally:
+            server.kill()
+    assert (work / "ledger").read_text().split() == ["0", "1", "2", "3"]  # every effect exactly once
+    # Killed after its effect: run again (idempotent). Killed as the next step began: never again.
+    assert _counts(work / "attempts") == {"0": 2, "1": 3, "2": 3, "3": 3}
+    assert attempts_when_recorded == {"0": 2, "1": 3, "2": 3, "3": 3}
+    assert state == {"results": [0, 1, 2, 3]}  # each step's state change committed once, with its entry
+    assert _rows(server.db_path, actor_id) == {
+        **{f"step-{i}": ("step", "completed") for i in range(4)}, END_LOCATION: ("workflow", "completed"),
+    }
 
 
 # -- the demos ---------------------------------------------------------------------------------

@@ -665,6 +665,7 @@ class ActorInstance:
         try:
             if destroy:
                 await self.runtime.store.destroy(self.actor_id, self.generation)
+                self.runtime.queues.actor_destroyed(self.actor_id)  # its waiting senders get an answer
                 self.log.info("destroyed")
             else:
                 await self._final_flush()

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import (
     ActorAborted,
+    ActorNotFound,
     Forbidden,
     InvalidRequest,
     QueueAlreadyCompleted,
@@ -445,7 +446,7 @@ class ActorQueueAPI:
             def register(message_id: int) -> None:
                 nonlocal waiter
                 if wait:
-                    waiter = self._hub._expect(message_id)
+                    waiter = self._hub._expect(inst.actor_id, message_id)
 
             message_id = await self._publish(name, spec, body, waiting=wait, on_stored=register)
             return message_id, waiter
@@ -752,6 +753,8 @@ class QueueHub:
         self._store = store
         #: Futures of senders waiting for a completion, by message id.
         self._senders: dict[int, asyncio.Future[SendResult]] = {}
+        #: Ids of the messages waited for, by actor (to answer their senders if it is destroyed).
+        self._waited: dict[str, set[int]] = {}
         self._background: set[asyncio.Future[Any]] = set()
 
     @property
@@ -805,6 +808,7 @@ class QueueHub:
         finally:
             if self._senders.get(message_id) is waiter:
                 del self._senders[message_id]
+            waiter.cancel()  # no-op once answered; else it leaves the actor's index too
 
     async def recover(self, limit: int = 10_000) -> int:
         """Wake the actors that have stored messages and a ``run`` loop (after a restart nothing else would)."""
@@ -833,10 +837,29 @@ class QueueHub:
             logger.warning("Could not wake actor %s for its queued messages: %r", actor_id, exc)
             return False
 
-    def _expect(self, message_id: int) -> asyncio.Future[SendResult]:
+    def actor_destroyed(self, actor_id: str) -> None:
+        """The actor and its queue are gone: its waiting senders get ``actor.not_found`` rather than waiting forever."""
+        for message_id in self._waited.pop(actor_id, ()):
+            future = self._senders.pop(message_id, None)
+            if future is not None and not future.done():
+                future.set_exception(
+                    ActorNotFound(f"Actor {actor_id} was destroyed before queue message {message_id} was completed")
+                )
+
+    def _expect(self, actor_id: str, message_id: int) -> asyncio.Future[SendResult]:
         future: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
         self._senders[message_id] = future
+        self._waited.setdefault(actor_id, set()).add(message_id)
+        # However the wait ends (answer, timeout, sender gone), the actor's index forgets it.
+        future.add_done_callback(lambda _: self._unwait(actor_id, message_id))
         return future
+
+    def _unwait(self, actor_id: str, message_id: int) -> None:
+        waited = self._waited.get(actor_id)
+        if waited is not None:
+            waited.discard(message_id)
+            if not waited:
+                del self._waited[actor_id]
 
     def _resolve(self, message_id: int, result: SendResult) -> None:
         future = self._senders.pop(message_id, None)

@@ -13,7 +13,9 @@ Firing (:class:`Scheduler`, one per runtime)::
 
 The claim is a conditional update of the row's ``locked_until``, so two nodes
 (or a node and the Celery dispatcher) never fire the same run; its value is the
-claim's token, and every later write of the run is conditional on it. The
+claim's token, and every later write of the run is conditional on it. While
+the run is in flight its node renews the claim (a new token) before it runs out,
+so a run longer than ``CLAIM_SECONDS`` is never started again elsewhere. The
 action runs as an internal call: no connection, ``self.conn`` is ``None``.
 Runs are at least once: a crash while a run is in flight runs it again once its
 claim expires.
@@ -53,7 +55,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from ..exceptions import ActorNotFound, ActorStopping, InvalidSchedule, LostOwnership
 from . import serde
@@ -86,12 +88,17 @@ MISFIRE_POLICIES = ("run_once", "skip", "run_all")
 
 #: How long a claim holds a run (seconds); a crash mid-run retries it after this.
 CLAIM_SECONDS = 120.0
+#: A claim whose run is still in flight (or queued behind another run of its actor)
+#: is renewed once less than this is left of it, so a long run keeps it.
+RENEW_BEFORE = CLAIM_SECONDS / 2
 #: How long a schedule of an actor class this process does not know waits before it is looked at again.
 UNKNOWN_ACTOR_HOLD = 60.0
 #: Most runs one scheduler has in flight (and claims in one pass).
 BATCH_SIZE = 100
 #: Longest name of a cron/every schedule (the model's column).
 MAX_NAME_LENGTH = 128
+#: Latest due time a schedule can have (the database's datetimes end with year 9999).
+MAX_DUE = datetime(9999, 1, 1, tzinfo=UTC).timestamp()
 #: ``type`` of the channel-layer messages the Celery dispatcher sends to nodes.
 DISPATCH_MESSAGE_TYPE = "rivet.schedule.dispatch"
 
@@ -287,6 +294,10 @@ class ScheduleStore(abc.ABC):
     @abc.abstractmethod
     async def release(self, record: ScheduleRecord) -> None:
         """Give a claimed run back unchanged (it will be fired again, e.g. by the actor's owner)."""
+
+    @abc.abstractmethod
+    async def renew(self, records: Sequence[ScheduleRecord], *, lock_until: float) -> dict[str, Any]:
+        """Extend claims to ``lock_until``; return the new token of each claim still held, by schedule id."""
 
 
 # -- time ------------------------------------------------------------------------------
@@ -504,7 +515,11 @@ class ActorScheduleAPI:
         name = _check_name(name)
         expr = _check_cron(expr)
         zone = _check_tz(tz)
-        due = cron_next(expr, zone, self._instance.runtime.clock.time())
+        try:
+            due = cron_next(expr, zone, self._instance.runtime.clock.time())
+        except (CroniterError, ValueError):
+            # Valid fields that no date satisfies, e.g. "0 0 30 2 *".
+            raise InvalidSchedule(f"Cron expression {expr!r} never names a time") from None
         return await self._add("cron", name, due, action, args, misfire, max_attempts, cron=expr, tz=zone)
 
     async def every(
@@ -559,6 +574,8 @@ class ActorScheduleAPI:
     ) -> str:
         inst = self._instance
         scheduler = self._scheduler
+        if due >= MAX_DUE:
+            raise InvalidSchedule(f"The schedule's first run, {due:g} (epoch seconds), is too far in the future")
         self._check_action(action, args)
         if misfire not in MISFIRE_POLICIES:
             raise InvalidSchedule(f"misfire must be one of {', '.join(MISFIRE_POLICIES)}, not {misfire!r}")
@@ -637,6 +654,10 @@ class Scheduler:
         self._tasks: builtins.list[asyncio.Task[Any]] = []
         #: Runs in flight, by schedule id (one task may run several of one actor, in order).
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        #: Claims this scheduler holds (runs in flight or waiting for their turn), by schedule id.
+        self._claims: dict[str, ScheduleRecord] = {}
+        #: Held while claims are renewed: a run's last write waits, so it uses the newest token.
+        self._claims_lock = asyncio.Lock()
         self._stopping = False
         self._abandoned = False
         self.started = False
@@ -694,6 +715,7 @@ class Scheduler:
         for task in [*self._tasks, *set(self._inflight.values())]:
             task.cancel()
         self._tasks = []
+        self._claims.clear()
         self.started = False
 
     # -- timers -------------------------------------------------------------------------
@@ -718,10 +740,19 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         poll_every = max(0.01, self.config.poll_interval)
         next_poll = loop.time()  # the embedded driver looks at once on start
+        # Also the longest real-time wait: in-flight claims are looked at each turn.
+        poll_every = min(poll_every, RENEW_BEFORE / 4)
         while True:
             self._wakeup.clear()
+            if self._claims:
+                try:
+                    await self.renew_claims()
+                except Exception:
+                    logger.exception("Renewing the claims of scheduled runs failed")
             if len(self._inflight) >= BATCH_SIZE:
-                await self._wakeup.wait()  # a run ending frees room
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(poll_every):
+                        await self._wakeup.wait()  # a run ending frees room
                 continue
             now = self.clock.time()
             timer_due = bool(self._heap) and self._heap[0][0] <= now
@@ -826,10 +857,47 @@ class Scheduler:
         while self._inflight:
             await asyncio.wait(set(self._inflight.values()))
 
+    # -- claims ----------------------------------------------------------------------------
+
+    async def renew_claims(self) -> int:
+        """Renew the claims held here that end within ``RENEW_BEFORE``; return how many were renewed.
+
+        The timer loop calls this on each turn, so a run (or the runs queued behind it)
+        keeps its claim however long it lasts. A claim found lost (the schedule was
+        cancelled, re-declared or taken over) is forgotten; its run's last write fails.
+        """
+        if not any((r.held_until or 0.0) - self.clock.time() < RENEW_BEFORE for r in self._claims.values()):
+            return 0
+        async with self._claims_lock:
+            now = self.clock.time()
+            expiring = [r for r in self._claims.values() if (r.held_until or 0.0) - now < RENEW_BEFORE]
+            if not expiring:
+                return 0
+            lock_until = now + CLAIM_SECONDS
+            tokens = await self.store.renew(expiring, lock_until=lock_until)
+            for record in expiring:
+                if record.id in tokens:
+                    record.token, record.held_until = tokens[record.id], lock_until
+                elif self._claims.get(record.id) is record:
+                    del self._claims[record.id]
+                    logger.warning("Schedule %s: the claim of its run in flight was lost", record.id)
+        return len(tokens)
+
+    async def _unclaim(self, record: ScheduleRecord) -> None:
+        """Stop renewing a claim before its last write (which then carries its final token)."""
+        async with self._claims_lock:
+            if self._claims.get(record.id) is record:
+                del self._claims[record.id]
+
+    async def _store_release(self, record: ScheduleRecord) -> None:
+        await self._unclaim(record)
+        await self.store.release(record)
+
     def _spawn(self, records: Iterable[ScheduleRecord]) -> None:
         by_actor: dict[str, builtins.list[ScheduleRecord]] = {}
         for record in records:
             by_actor.setdefault(record.actor_id, []).append(record)
+            self._claims[record.id] = record
         loop = asyncio.get_running_loop()
         for actor_id, group in by_actor.items():
             # One actor's runs go one after the other, soonest first.
@@ -842,6 +910,8 @@ class Scheduler:
         for schedule_id in ids:
             if self._inflight.get(schedule_id) is task:
                 del self._inflight[schedule_id]
+                # A run that crashed keeps its claim only until it expires (then it is retried).
+                self._claims.pop(schedule_id, None)
         if not task.cancelled() and task.exception() is not None:
             logger.error("A scheduled run crashed", exc_info=task.exception())
         if self._wakeup is not None:
@@ -855,7 +925,7 @@ class Scheduler:
                 if not self._abandoned:
                     for rest in records[index:]:
                         with contextlib.suppress(Exception):
-                            await self.store.release(rest)
+                            await self._store_release(rest)
                 raise
 
     async def _run_one(self, record: ScheduleRecord) -> None:
@@ -880,7 +950,7 @@ class Scheduler:
                 record.actor_name,
                 UNKNOWN_ACTOR_HOLD,
             )
-            await self.store.finish(
+            await self._finish(
                 record,
                 next_due=record.due_at,
                 attempts=record.attempts,
@@ -904,7 +974,7 @@ class Scheduler:
             await self._finish(record, next_due=None)
             return
         except _NotHere:
-            await self.store.release(record)
+            await self._store_release(record)
             return
         except Exception as exc:
             await self._failed(record, exc, plan)
@@ -968,18 +1038,11 @@ class Scheduler:
         await self._finish(record, next_due=next_due, attempts=0, last_error=error, ran_at=now)
 
     async def _finish(
-        self,
-        record: ScheduleRecord,
-        *,
-        next_due: float | None,
-        attempts: int = 0,
-        last_error: str = "",
-        ran_at: float | None = None,
-        hold_until: float | None = None,
+        self, record: ScheduleRecord, *, next_due: float | None, hold_until: float | None = None, **fields: Any
     ) -> None:
-        kept = await self.store.finish(
-            record, next_due=next_due, attempts=attempts, last_error=last_error, ran_at=ran_at, hold_until=hold_until
-        )
+        """End a claimed run (:meth:`ScheduleStore.finish` takes the same arguments) and time its next one."""
+        await self._unclaim(record)
+        kept = await self.store.finish(record, next_due=next_due, hold_until=hold_until, **fields)
         if kept and next_due is not None:
             self.notify(max(next_due, hold_until or next_due), record.id)
 

@@ -311,6 +311,22 @@ class DjangoScheduleStore(ScheduleStore):
 
         ActorSchedule.objects.filter(pk=schedule_id, locked_until=token).update(locked_until=None)
 
+    async def renew(self, records: Sequence[ScheduleRecord], *, lock_until: float) -> dict[str, Any]:
+        return await self.executor.run(self._renew, [(r.id, r.token) for r in records], lock_until)
+
+    @staticmethod
+    def _renew(claims: builtins.list[tuple[str, datetime]], lock_ts: float) -> dict[str, Any]:
+        from ..models import ActorSchedule
+
+        lock = _dt(lock_ts)
+        renewed: dict[str, Any] = {}
+        with transaction.atomic():
+            for schedule_id, token in claims:
+                # Only while the claim still stands: a cancelled, re-declared or taken-over run stays lost.
+                if ActorSchedule.objects.filter(pk=schedule_id, locked_until=token).update(locked_until=lock):
+                    renewed[schedule_id] = lock
+        return renewed
+
 
 def make_scheduler(runtime: ActorRuntime, executor: DatabaseExecutor) -> Scheduler:
     """The scheduler of a node, configured from ``RIVET`` (what ``LocalNode`` installs)."""

@@ -933,3 +933,129 @@ class FanOut(Actor):
     @action
     async def ask_self(self):
         return await self.client().fanOut.get_for_id(self.id).fan(2)
+
+
+#: Tags of ``SlowScheduled.slow`` runs: started, and allowed to end (tests/test_schedules.py).
+SLOW_STARTED: list[str] = []
+SLOW_RELEASED: set[str] = set()
+
+
+class SlowScheduled(Scheduled):
+    """Like Scheduled, with an action that runs until the test releases it."""
+
+    state = {"runs": [], "fail_left": 0}
+
+    @action
+    async def slow(self, tag):
+        SLOW_STARTED.append(tag)
+        while tag not in SLOW_RELEASED:
+            await asyncio.sleep(0.01)
+        return self.record(tag)
+
+
+class WfOnce(Actor):
+    """Two steps; counts runs of its body. ``WF_CONTROL[key]["fail"]`` makes step ``b`` fail for good."""
+
+    state = {"done": []}
+
+    @workflow
+    async def run(self, ctx):
+        _wf_count(self, "body")
+        await ctx.step("a", self._work, "a")
+        await ctx.step("b", self._work, "b", retries=0)
+
+    def _work(self, name):
+        _wf_count(self, name)
+        if name == "b" and WF_CONTROL.get(_k(self), {}).get("fail"):
+            raise ValueError("broken for good")
+        self.state["done"].append(name)
+
+    @action
+    def progress(self):
+        return self.state
+
+
+# -- kill -9 of a live server (tests/test_workflows.py) -------------------------------------
+
+import os  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+def _append_line(path: Path, line: str) -> None:
+    """Append ``line`` durably: it survives a kill -9 of this process."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+
+
+async def _file_gate(directory: Path, point: str, limit: float = 30.0) -> None:
+    """If ``hold-<point>`` exists: write ``at-<point>`` and wait (at most ``limit`` s) until it is gone."""
+    hold = directory / f"hold-{point}"
+    if not hold.exists():
+        return
+    (directory / f"at-{point}").touch()
+    deadline = time.monotonic() + limit
+    while hold.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gate {point!r} still held after {limit}s")
+        await asyncio.sleep(0.02)
+
+
+class WfKill(Actor):
+    """Four steps, each with an idempotent external effect, for ``kill -9`` tests of a live server.
+
+    Its files are in ``$RIVET_WF_KILL_DIR/<key>``: ``body`` gets a line per run of
+    the workflow's body, ``attempts`` one per execution of step ``i``, ``ledger``
+    step ``i``'s effect, written only if absent (idempotent). Gates (see
+    ``_file_gate``): ``start-<i>`` as step ``i`` begins, ``effect-<i>`` after its
+    effect and before its entry is recorded, ``end`` after the last step.
+    """
+
+    state = {"results": []}
+
+    def _dir(self) -> Path:
+        return Path(os.environ["RIVET_WF_KILL_DIR"]) / _k(self)
+
+    @workflow
+    async def run(self, ctx):
+        _append_line(self._dir() / "body", "run")
+        for i in range(4):
+            await ctx.step(f"step-{i}", self._effect, i, timeout=60)
+        await _file_gate(self._dir(), "end")
+
+    async def _effect(self, i):
+        directory = self._dir()
+        _append_line(directory / "attempts", str(i))
+        await _file_gate(directory, f"start-{i}")
+        ledger = directory / "ledger"
+        if str(i) not in _lines(ledger):
+            _append_line(ledger, str(i))
+        await _file_gate(directory, f"effect-{i}")
+        self.state["results"].append(i)  # not durable before the entry: a crash forgets it
+        return i * 10
+
+    @action
+    def progress(self):
+        return self.state
+
+
+class WfBackoff(Actor):
+    """A step whose first attempt fails, then a one-minute backoff before its retry."""
+
+    @workflow
+    async def run(self, ctx):
+        await ctx.step("once", self._once, retries=1, backoff_base=60)
+
+    def _once(self):
+        _wf_count(self, "once")
+        if WF_RUNS[(_k(self), "once")] == 1:
+            raise ValueError("the first attempt fails")
