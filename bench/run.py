@@ -87,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-workdir", action="store_true", help="keep server databases and logs")
     parser.add_argument("--results", default=str(RESULTS), help="where JSON and PNG go")
     parser.add_argument(
-        "--server", default="daphne", choices=("daphne", "uvicorn"), help="runactors --server of our side"
+        "--server", default="uvicorn", choices=("uvicorn", "daphne"), help="runactors --server of our side"
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE",
+        help="override one size of Params (e.g. --set mem_many=1000); the results record it",
     )
     parser.add_argument("--profile", default="", help="folder for py-spy profiles of our servers (needs py-spy)")
     args = parser.parse_args(argv)
@@ -95,6 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     params = Params.quick() if args.quick else Params()
     if args.no_python_client:
         params = Params(**{**params.__dict__, "python_client": False})
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        current = getattr(params, name, None)
+        if current is None or isinstance(current, tuple):
+            parser.error(f"--set {item!r}: no such size")
+        overrides[name] = type(current)(value) if not isinstance(current, bool) else value.lower() in ("1", "true")
+    if overrides:
+        params = Params(**{**params.__dict__, **overrides})
     sides = [s for s in args.sides.split(",") if s]
     for side in sides:
         if side not in SIDES:

@@ -94,7 +94,7 @@ class OursServer:
     _template: Path | None = None
 
     def __init__(
-        self, workdir: Path, core: int | None, *, server: str = "daphne", profile: Path | None = None
+        self, workdir: Path, core: int | None, *, server: str = "uvicorn", profile: Path | None = None
     ) -> None:
         self.workdir = workdir
         self.core = core

@@ -47,10 +47,11 @@ class Params:
     mem_concurrency_ours: int = 32
     mem_concurrency_peer: int = 8
     # Time bounds of each create phase per side: RivetKit cannot create 100,000 actors
-    # in a reasonable time (about 80 minutes at its rate), so it gets what it makes in 10.
-    mem_awake_limit_s: float = 600.0
+    # in a reasonable time (about 80 minutes at its rate; 10,000 take it 8), so it gets
+    # what it makes in 5 minutes; KB per actor divides by the actors actually created.
+    mem_awake_limit_s: float = 300.0
     mem_many_limit_ours_s: float = 1_800.0
-    mem_many_limit_peer_s: float = 600.0
+    mem_many_limit_peer_s: float = 300.0
     settle_s: float = 3.0
     # Longest wait for created actors to be reported asleep.
     sleep_wait_s: float = 120.0
@@ -97,7 +98,7 @@ class Context:
     quick: bool
     notes: list[str] = field(default_factory=list)
     #: ``runactors --server`` of our side.
-    ours_server: str = "daphne"
+    ours_server: str = "uvicorn"
     #: --profile: py-spy's collapsed stacks of every rivet_django server go here.
     profile_dir: Path | None = None
     #: --quick: one server per side for every workload (started once, stopped by close()).

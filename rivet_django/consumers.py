@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.http import QueryDict
 
 from . import protocol
@@ -87,12 +86,73 @@ def _target(scope: dict[str, Any], subprotocols: dict[str, str]) -> GatewayTarge
     return parse_gateway_target(segment, query, headers, rivet_settings.NAMESPACE)
 
 
-class _GatewaySocket(AsyncWebsocketConsumer):
-    """Common upgrade checks: origin, then the target actor."""
+class _GatewaySocket:
+    """An ASGI WebSocket application: one receive loop per socket, plus the origin check.
 
-    # Events reach connections directly from the runtime, not through per-socket
-    # channel-layer channels, so consumers do not open one.
-    channel_layer_alias = "rivet.no-layer"
+    Not a Channels consumer on purpose. Channels' ``AsyncConsumer`` starts a task
+    per incoming message and hops to a thread to close stale database connections
+    before each one (``aclose_old_connections``); these sockets never touch the
+    ORM themselves (the runtime's storage thread does) and events reach them
+    directly from the runtime, not through channel-layer channels. Mounted in
+    Channels' ``URLRouter`` like any consumer (``as_asgi()``).
+    """
+
+    scope: dict[str, Any]
+
+    def __init__(self, scope: dict[str, Any], send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        self.scope = scope
+        self._send = send
+
+    @classmethod
+    def as_asgi(cls) -> Any:
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            await cls(scope, send).serve(receive)
+
+        app.consumer_class = cls  # type: ignore[attr-defined]
+        return app
+
+    async def serve(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                text = message.get("text")
+                if text is not None:
+                    await self.receive(text_data=text)
+                else:
+                    await self.receive(bytes_data=message.get("bytes") or b"")
+            elif kind == "websocket.connect":
+                await self.connect()
+            elif kind == "websocket.disconnect":
+                await self.disconnect(message.get("code", 1000))
+                return
+
+    async def connect(self) -> None:
+        raise NotImplementedError
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        raise NotImplementedError
+
+    async def disconnect(self, code: int) -> None:
+        raise NotImplementedError
+
+    async def accept(self, subprotocol: str | None = None) -> None:
+        await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
+
+    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is not None:
+            await self._send({"type": "websocket.send", "text": text_data})
+        else:
+            await self._send({"type": "websocket.send", "bytes": bytes_data})
+
+    async def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close the socket; before ``accept()`` this refuses the upgrade (HTTP 403)."""
+        message: dict[str, Any] = {"type": "websocket.close"}
+        if code is not None:
+            message["code"] = code
+        if reason:
+            message["reason"] = reason
+        await self._send(message)
 
     def origin_ok(self) -> bool:
         origin = next((v.decode("latin-1") for k, v in self.scope.get("headers", []) if k == b"origin"), None)

@@ -50,8 +50,8 @@ class LiveServer:
         self.env = {**os.environ, "RIVET_DEMO_DB": self.db_path, "DJANGO_DEBUG": "0", **(env or {})}
         self.env["DJANGO_SETTINGS_MODULE"] = settings
         self.log_path = self.db_path + ".log"
-        # RIVET_TEST_SERVER=uvicorn runs every live test on uvicorn instead of daphne.
-        self.server = server or os.environ.get("RIVET_TEST_SERVER", "daphne")
+        # RIVET_TEST_SERVER=daphne runs every live test on daphne instead of runactors' default (uvicorn).
+        self.server = server or os.environ.get("RIVET_TEST_SERVER", "uvicorn")
         self._migrated = False
 
     @property

@@ -158,22 +158,31 @@ async def test_close_reasons_reach_the_wire(tmp_path):
         server.stop()
 
 
-def test_uvicorn_server_option(tmp_path):
-    """``runactors --server uvicorn`` serves the same API and WebSockets, and stops cleanly."""
+def test_daphne_server_option(tmp_path):
+    """``runactors --server daphne`` serves the same API and WebSockets (close reasons
+    included: the compat patch), and stops cleanly."""
+    from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
 
     from rivet_django import protocol
 
-    server = LiveServer(str(tmp_path / "db.sqlite3"), node_id="uvicorn-node", server="uvicorn")
+    server = LiveServer(str(tmp_path / "db.sqlite3"), node_id="daphne-node", server="daphne")
     server.start()
     try:
         with Client(server.endpoint, encoding="cbor") as client:
-            assert client.counter.get_or_create(["uv"]).increment(4) == 4
-        url = server.endpoint.replace("http://", "ws://") + "/gateway/counter/connect?rvt-namespace=default&rvt-method=get&rvt-key=uv"
-        with connect(url, subprotocols=["rivet", "rivet_encoding.json"]) as ws:
+            assert client.counter.get_or_create(["dp"]).increment(4) == 4
+        base = server.endpoint.replace("http://", "ws://") + "/gateway/counter/connect?rvt-namespace=default&rvt-method=get"
+        with connect(base + "&rvt-key=dp", subprotocols=["rivet", "rivet_encoding.json"]) as ws:
             assert isinstance(protocol.decode_to_client("json", ws.recv(timeout=10)), protocol.Init)
             ws.send(protocol.encode_to_server("json", protocol.ActionRequest(1, "getCount", [])))
             assert protocol.decode_to_client("json", ws.recv(timeout=10)) == protocol.ActionResponse(1, 4)
+        with connect(base + "&rvt-key=missing", subprotocols=["rivet", "rivet_encoding.json"]) as ws:
+            error = protocol.decode_to_client("json", ws.recv(timeout=10))
+            assert isinstance(error, protocol.ErrorMessage) and error.code == "not_found"
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1011, "actor.not_found")
         assert server.stop() == 0
         assert "Stopped." in server.log()
     finally:

@@ -322,9 +322,11 @@ async def test_stale_cached_address_is_resolved_afresh(rivet_node):
     client = AsyncClient()
     first = await call(client, "counter", "increment", [5], key="stale")
     old_id = first.headers["x-rivet-actor"]
-    # Another process destroys the actor: this node's router cache still maps the key to it.
+    # Another process destroys the actor: this node's router cache still maps the key to it
+    # (a local stop drops the entry, so put it back as another node's destroy would leave it).
     await rivet_node.runtime.destroy_actor(old_id)
-    assert rivet_node.router._cached_id("default", "counter", ("stale",)) == old_id
+    assert rivet_node.router._cached_id("default", "counter", ("stale",)) is None
+    rivet_node.router._ids[("default", "counter", ("stale",))] = old_id
     again = await call(client, "counter", "increment", [1], key="stale")
     assert again.status_code == 200 and body_of(again) == 1
     assert again.headers["x-rivet-actor"] != old_id
@@ -337,3 +339,14 @@ async def test_manager_lookups_report_current_timestamps(rivet_node):
     found = (await client.get(f"{API}/actors?name=counter&key=ts")).json()["actors"][0]
     assert found["actor_id"] == actor_id and found["sleep_ts"] >= found["create_ts"]
     assert found["start_ts"] >= found["create_ts"]
+
+
+async def test_a_sleeping_actor_leaves_the_router_cache(rivet_node):
+    """A sleeping actor costs only its row: its cached address goes, and the next call finds it again."""
+    client = AsyncClient()
+    actor_id = (await call(client, "counter", "increment", [2], key="evict")).headers["x-rivet-actor"]
+    assert rivet_node.router._cached_id("default", "counter", ("evict",)) == actor_id
+    await rivet_node.runtime.sleep_actor(actor_id)
+    assert rivet_node.router._cached_id("default", "counter", ("evict",)) is None
+    again = await call(client, "counter", "increment", [1], key="evict")
+    assert again.headers["x-rivet-actor"] == actor_id and body_of(again) == 3

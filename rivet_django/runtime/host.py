@@ -75,6 +75,8 @@ class ActorRuntime:
         self.version = version
         self.address = address
         self.instances: dict[str, ActorInstance] = {}
+        #: Called with each instance that stopped (sleep, destroy, lost lease).
+        self.stop_listeners: list[Callable[[ActorInstance], None]] = []
         self._waking: dict[str, asyncio.Task[ActorInstance]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._client_factory = client_factory
@@ -198,6 +200,8 @@ class ActorRuntime:
         """Called by an instance when it has stopped."""
         if self.instances.get(inst.actor_id) is inst:
             del self.instances[inst.actor_id]
+            for listener in self.stop_listeners:
+                listener(inst)
 
     def schedule_stop(self, inst: ActorInstance, *, destroy: bool) -> None:
         """Stop an instance after its current calls finish (``self.sleep()``/``destroy()``)."""

@@ -258,7 +258,8 @@ class ActorInstance:
         self.last_activity = self.runtime.clock.monotonic()
         if self.definition.hook("run") is not None:
             self._run_task = asyncio.get_running_loop().create_task(self._run_loop(), name=f"rivet-run-{self.actor_id}")
-        self.log.debug("awake (generation %d)", self.generation)
+        if logger.isEnabledFor(logging.DEBUG):  # the adapter stays uncreated for quiet actors
+            self.log.debug("awake (generation %d)", self.generation)
 
     async def _run_loop(self) -> None:
         scope = enter_handler()  # run() is the handler of the queue messages it receives
@@ -669,7 +670,8 @@ class ActorInstance:
                 self.log.info("destroyed")
             else:
                 await self._final_flush()
-                self.log.debug("asleep")
+                if logger.isEnabledFor(logging.DEBUG):
+                    self.log.debug("asleep")
         except LostOwnership:
             self.log.warning("lost ownership before the final flush; state left to the new owner")
         except Exception:

@@ -20,6 +20,7 @@ from .store import ActorRecord
 if TYPE_CHECKING:
     from .conn import Conn
     from .host import ActorRuntime
+    from .instance import ActorInstance
 
 __all__ = ["ActorRouter"]
 
@@ -38,7 +39,10 @@ class ActorRouter:
         self.config = runtime.config
         # (namespace, name, key) -> actor id, for keys resolved before: the gateway's hot
         # path resolves without a query. Only ids are kept (memory); records are read fresh.
+        # An actor's entry goes when it stops: a sleeping actor costs only its database row
+        # (its next call resolves it with one query, next to the one that wakes it).
         self._ids: OrderedDict[tuple[str, str, tuple[str, ...]], str] = OrderedDict()
+        runtime.stop_listeners.append(self._actor_stopped)
 
     # -- validation ----------------------------------------------------------------
 
@@ -74,6 +78,9 @@ class ActorRouter:
     def forget(self, namespace: str, name: str, key: Sequence[str]) -> None:
         """Drop a cached address (the actor behind it may be gone)."""
         self._ids.pop((namespace, name, tuple(key)), None)
+
+    def _actor_stopped(self, inst: ActorInstance) -> None:
+        self._ids.pop((inst.namespace, inst.definition.name, inst.key), None)
 
     def _cached_id(self, namespace: str, name: str, key: tuple[str, ...]) -> str | None:
         return self._ids.get((namespace, name, key))
