@@ -26,6 +26,13 @@ Loops keep bounded storage: a loop has one entry holding its iteration number
 and state; when an iteration ends, that entry is updated and the iteration's
 own entries are deleted in the same transaction.
 
+Writes and queue messages. A message leaves storage only with the entry that
+recorded it (at least once delivery). Entry writes are serialized per workflow,
+so concurrent branches commit in order; a write, once started, runs to its end
+even if its branch is cancelled, so memory and storage agree. When a race is
+recorded, the messages its losing branches' pruned entries received go back to
+the queue in the same transaction, with their ids.
+
 The end. When the workflow returns, or stops because a step exhausted its
 retries (:class:`~rivet_django.exceptions.WorkflowStepFailed` left the body),
 its outcome is recorded at the reserved location :data:`END_LOCATION`
@@ -43,9 +50,10 @@ import contextvars
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .definition import action
 from .exceptions import (
@@ -56,6 +64,7 @@ from .exceptions import (
     WorkflowStepFailed,
 )
 from .runtime import serde
+from .runtime.queue import StoredMessage
 from .storage.workflows import DjangoWorkflowStore, EntryRecord, EntryWrite
 
 if TYPE_CHECKING:
@@ -83,6 +92,8 @@ WAKE_ACTION = "_rivet_workflow_wake"
 END_LOCATION = "/end"
 
 _ENGINE_ATTR = "_rivet_workflow_engine"
+
+_T = TypeVar("_T")
 
 #: True while a workflow step's function runs (for guards such as "state only inside steps").
 _IN_STEP: contextvars.ContextVar[bool] = contextvars.ContextVar("rivet_workflow_in_step", default=False)
@@ -165,6 +176,7 @@ class _Engine:
         #: (scope, position) -> location, of recorded entries.
         self.positions: dict[tuple[str, int], str] = {}
         self.reached: set[str] = set()
+        self._write_lock = asyncio.Lock()
         self.nudge = asyncio.Event()
         self.on_error: Callable[..., Any] | None = None
 
@@ -242,6 +254,36 @@ class _Engine:
         with_state: bool = False,
         prune: Iterable[str] = (),
         consume_message: int | None = None,
+        restore_messages: Sequence[StoredMessage] = (),
+        on_commit: Callable[[], Awaitable[Any]] | None = None,
+    ) -> EntryRecord:
+        """Record an entry (with the state, a consumed message, pruned scopes...) in one transaction.
+
+        Writes are serialized: entries and state snapshots commit in the order they
+        were made, even from concurrent branches on several database threads. A
+        caller cancelled while waiting for its turn writes nothing; once its write
+        started, it runs to its end (``on_commit`` included) and then the
+        cancellation is raised, so memory always agrees with what was committed.
+        """
+        async with self._write_lock:
+            return await _run_to_end(self._commit(
+                loc, kind, status, data, error, attempts, with_state, list(prune), consume_message,
+                restore_messages, on_commit,
+            ))
+
+    async def _commit(
+        self,
+        loc: str,
+        kind: str,
+        status: str,
+        data: dict[str, Any],
+        error: str,
+        attempts: int,
+        with_state: bool,
+        pruned: list[str],
+        consume_message: int | None,
+        restore_messages: Sequence[StoredMessage],
+        on_commit: Callable[[], Awaitable[Any]] | None,
     ) -> EntryRecord:
         inst = self.inst
         try:
@@ -251,6 +293,9 @@ class _Engine:
                 f"Result of workflow entry {loc!r} is not serializable: it holds a {exc.type_name!r}"
             ) from None
         record = EntryRecord(loc, kind, status, output, error, attempts)
+        if restore_messages:
+            # Loaded before the write: the in-memory view cannot also find them in storage.
+            await inst.queue._ensure_loaded()
         state: bytes | None = None
         if with_state and inst.definition.has_state:
             # The step's state changes commit with its entry: a crash keeps both or neither.
@@ -260,9 +305,9 @@ class _Engine:
                 state = None
             else:
                 inst._submitted = state
-        pruned = list(prune)
+        write = EntryWrite(record, state, pruned, consume_message, restore_messages)
         try:
-            await self.store.write(inst.actor_id, inst.generation, EntryWrite(record, state, pruned, consume_message))
+            await self.store.write(inst.actor_id, inst.generation, write)
         except BaseException:
             if state is not None:
                 inst._submitted = None  # not durable: the next commit writes it again
@@ -271,13 +316,33 @@ class _Engine:
             # Something else changed the state while we wrote: commit it the usual way.
             inst._submitted = None
             await inst._persist_changes()
-        for prefix in pruned:
-            for old in [k for k in self.history if k.startswith(prefix)]:
+        if pruned:
+            prefixes = tuple(pruned)
+            for old in [k for k in self.history if k.startswith(prefixes)]:
                 self._forget(old)
+            # Also the entries reached but never recorded (a cancelled race branch's last one).
+            self.reached = {r for r in self.reached if not r.startswith(prefixes)}
         self.history[loc] = record
         self.decoded[loc] = data
         self.positions[(_scope_of(loc), data.get("p", -1))] = loc
+        if restore_messages:
+            inst.queue.restored(restore_messages)
+        if on_commit is not None:
+            await on_commit()
         return record
+
+    def received_messages(self, prefix: str, *, but: str) -> list[StoredMessage]:
+        """The queue messages recorded as received under ``prefix`` (not under ``but``), in id order."""
+        messages = []
+        for loc, record in self.history.items():
+            if record.kind != "queue" or record.status != "completed" or not loc.startswith(prefix):
+                continue
+            if loc.startswith(but):
+                continue
+            data = self.decoded[loc]
+            created = datetime.fromtimestamp(data["t"], tz=UTC) if "t" in data else datetime.now(tz=UTC)
+            messages.append(StoredMessage(data["id"], data["name"], serde.dumps(data["v"]), created, data.get("a", 0)))
+        return sorted(messages, key=lambda m: m.id)
 
     def _forget(self, loc: str) -> None:
         self.history.pop(loc, None)
@@ -322,6 +387,28 @@ def backoff_delay(attempt: int, base: float, maximum: float) -> float:
     return float(min(maximum, base * (2 ** min(attempt - 1, 60))))
 
 
+async def _run_to_end(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Await ``coro`` to its end even if the caller is cancelled meanwhile; then raise the cancellation.
+
+    A started database write commits whatever happens to the task awaiting it
+    (the executor's thread carries on), so the code that brings memory in line
+    with it must run too.
+    """
+    task = asyncio.ensure_future(coro)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError()
+    return result
+
+
 def _scope_of(loc: str) -> str:
     return loc[: loc.rfind("/") + 1]
 
@@ -358,8 +445,8 @@ class _WorkflowQueue:
         """The next message of ``names`` (all queues if None), waiting for one; recorded as entry ``name``.
 
         The message is acknowledged in the same transaction that records it, so
-        after a crash the replay returns the same message and it is never
-        delivered twice.
+        after a crash the replay returns the same message and no other receive
+        gets it (a race's losing branch gives it back to the queue).
         """
         ctx = self._ctx
         engine = ctx._engine
@@ -372,10 +459,14 @@ class _WorkflowQueue:
         message = await inst.queue.next(names, completable=True)
         if message is None:  # only with a timeout or signal, which we do not pass
             raise ActorAborted()
-        data = {"p": pos, "id": message.id, "name": message.name, "v": message.body}
+        data = {
+            "p": pos, "id": message.id, "name": message.name, "v": message.body,
+            # What a race that discards this entry needs to put the message back as it was.
+            "a": message.attempts, "t": message.created_at.timestamp(),
+        }
         # Not recorded (a crash, an error): the run's end gives the message back to the queue.
-        await engine.write(loc, "queue", "completed", data, consume_message=message.id)
-        await message.complete()
+        # Recorded: it leaves the in-memory view too, even if this branch is cancelled meanwhile.
+        await engine.write(loc, "queue", "completed", data, consume_message=message.id, on_commit=message.complete)
         return RecordedMessage(message.id, message.name, message.body)
 
 
@@ -599,7 +690,9 @@ class WorkflowContext:
     ) -> tuple[str, Any]:
         """Run the branches concurrently; the first to finish wins, the others are cancelled.
 
-        Returns ``(winning branch, its result)``.
+        Returns ``(winning branch, its result)``. The queue messages the losing
+        branches received (and whose entries are still recorded) go back to the
+        queue when the race is recorded, so none is lost.
         """
         engine = self._engine
         loc, pos = self._enter(name, "race")
@@ -622,7 +715,12 @@ class WorkflowContext:
             await asyncio.gather(*tasks, return_exceptions=True)
         first = next(t for t in tasks if t in done)  # the earliest declared among the finished
         winner, value = first.result()
-        await engine.write(loc, "race", "completed", {"p": pos, "w": winner, "v": value}, prune=[loc + "/"])
+        prefix = loc + "/"
+        # The losing branches' work is discarded with their entries: the messages they
+        # received go back to the queue in the same transaction, so none is lost.
+        lost = engine.received_messages(prefix, but=f"{prefix}{winner}/")
+        await engine.write(loc, "race", "completed", {"p": pos, "w": winner, "v": value}, prune=[prefix],
+                           restore_messages=lost)
         return winner, value
 
 

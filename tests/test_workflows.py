@@ -25,7 +25,7 @@ from rivet_django.client import Client
 from rivet_django.exceptions import WorkflowHistoryDivergence
 from rivet_django.models import WorkflowEntry
 from rivet_django.runtime import serde
-from rivet_django.storage.workflows import EntryRecord
+from rivet_django.storage.workflows import DjangoWorkflowStore, EntryRecord
 from rivet_django.testing import ManualClock, crash_node, fire_schedules, running_node
 from rivet_django.workflow import END_LOCATION, WAKE_ACTION, Loop, _Engine
 from tests.server import LiveServer
@@ -455,6 +455,127 @@ async def test_join_and_race(rivet_node):
     await call(rivet_node, actor_id, "progress")
     await asyncio.sleep(0.1)
     assert runs("jr", "left", "right", "fast", "record") == [1, 1, 1, 1]
+
+
+@sync_to_async
+def message_ids(actor_id: str) -> list[int]:
+    from rivet_django.models import ActorQueueMessage
+
+    return list(ActorQueueMessage.objects.filter(actor_id=actor_id).order_by("id").values_list("id", flat=True))
+
+
+async def received_by_taker(actor_id: str) -> int:
+    """The id of the message branch ``taker`` of WfRaceQueue recorded (once it has)."""
+
+    async def check() -> Any:
+        entry = (await entries(actor_id)).get("r/taker/take")
+        return entry["output"]["id"] if entry else None
+
+    return await eventually(check)
+
+
+async def race_queue_outcome(node: Any, actor_id: str) -> dict[str, Any]:
+    async def check() -> Any:
+        state = await call(node, actor_id, "progress")
+        return state if state["after"] is not None else None
+
+    return await eventually(check)
+
+
+@pytest.mark.parametrize("crash", [False, True])
+async def test_a_message_received_by_a_losing_race_branch_goes_back_to_the_queue(transactional_db, crash):
+    key = f"loser-{crash}"
+    win, raced = asyncio.Event(), asyncio.Event()
+    WF_CONTROL[key] = {"win": win, "gate": "raced" if crash else None, "reached": raced}
+    async with running_node() as node:
+        actor_id = await make(node, "wfRaceQueue", [key])
+        await node.runtime.queues.send(actor_id, "jobs", {"n": 1})
+        taken = await received_by_taker(actor_id)
+        assert await message_ids(actor_id) == []  # consumed with its entry
+        await node.runtime.queues.send(actor_id, "jobs", {"n": 2})
+        (second,) = await message_ids(actor_id)
+        win.set()  # the taker loses the race: its entry is pruned, its message must not be lost
+        if not crash:
+            # In memory: the message is deliverable again, and the next receive gets it.
+            state = await race_queue_outcome(node, actor_id)
+            assert state == {"race": ["other", "other"], "after": [taken, {"n": 1}]}
+            assert await message_ids(actor_id) == [second]
+            assert await node.runtime.instances[actor_id].queue.size() == 1
+            return
+        await asyncio.wait_for(raced.wait(), 10)
+        # Stored again in the race's transaction, with its id (so still first in line).
+        assert await message_ids(actor_id) == [taken, second]
+        engine = node.runtime.instances[actor_id].actor._rivet_workflow_engine
+        assert not any(loc.startswith("r/") for loc in engine.reached)  # cancelled branches forgotten
+        await crash_node(node)
+    WF_CONTROL[key]["gate"] = None
+    async with running_node() as node:
+        state = await race_queue_outcome(node, actor_id)
+        assert state == {"race": ["other", "other"], "after": [taken, {"n": 1}]}
+        assert await message_ids(actor_id) == [second]
+    await sync_to_async(connections.close_all)()
+
+
+async def test_a_race_branch_cancelled_while_recording_a_message_loses_nothing(transactional_db, monkeypatch):
+    key = "mid-write"
+    win, raced = asyncio.Event(), asyncio.Event()
+    WF_CONTROL[key] = {"win": win, "gate": "raced", "reached": raced}
+    committed, release = asyncio.Event(), asyncio.Event()
+    real_write = DjangoWorkflowStore.write
+
+    async def slow_write(self: Any, actor_id: str, generation: int, write: Any) -> None:
+        await real_write(self, actor_id, generation, write)
+        if write.entry.location == "r/taker/take":
+            committed.set()
+            await release.wait()  # committed, but the branch awaiting it has not resumed yet
+
+    monkeypatch.setattr(DjangoWorkflowStore, "write", slow_write)
+    async with running_node() as node:
+        actor_id = await make(node, "wfRaceQueue", [key])
+        await node.runtime.queues.send(actor_id, "jobs", {"n": 1})
+        await asyncio.wait_for(committed.wait(), 10)
+        taken = await received_by_taker(actor_id)
+        win.set()  # the race cancels the taker in the middle of its write
+        await asyncio.sleep(0.1)
+        assert "r" not in await entries(actor_id)  # the race waits for that write to end
+        release.set()
+        await asyncio.wait_for(raced.wait(), 10)
+        assert await message_ids(actor_id) == [taken]
+        # Stored once and deliverable once: not also handed back in memory by the cancellation.
+        assert await node.runtime.instances[actor_id].queue.size() == 1
+        await crash_node(node)
+    WF_CONTROL[key]["gate"] = None
+    async with running_node() as node:
+        state = await race_queue_outcome(node, actor_id)
+        assert state == {"race": ["other", "other"], "after": [taken, {"n": 1}]}
+        assert await message_ids(actor_id) == []
+    await sync_to_async(connections.close_all)()
+
+
+async def test_concurrent_branches_write_one_at_a_time(rivet_node, monkeypatch):
+    writing, most = 0, 0
+    real_write = DjangoWorkflowStore.write
+
+    async def slow_write(self: Any, actor_id: str, generation: int, write: Any) -> None:
+        nonlocal writing, most
+        writing += 1
+        most = max(most, writing)
+        try:
+            await asyncio.sleep(0.03)  # long enough for the other join branch to write meanwhile
+            await real_write(self, actor_id, generation, write)
+        finally:
+            writing -= 1
+
+    monkeypatch.setattr(DjangoWorkflowStore, "write", slow_write)
+    actor_id = await make(rivet_node, "wfJoin", ["serial"])
+
+    async def finished() -> Any:
+        state = await call(rivet_node, actor_id, "progress")
+        return state if state["race"] is not None else None
+
+    state = await eventually(finished)
+    assert state["join"] == {"left": 2, "right": 3}
+    assert most == 1
 
 
 # -- the end of a workflow ------------------------------------------------------------------------

@@ -331,6 +331,18 @@ class ActorQueueAPI:
         """Whether a handler holds a message (the actor must not go to sleep under it)."""
         return self._in_flight > 0
 
+    def restored(self, messages: Iterable[StoredMessage]) -> None:
+        """Messages another writer put back in storage (a workflow race's losing branch): deliverable again.
+
+        The writer loads the view before its write, so the load cannot have found them too.
+        """
+        if not self._loaded:
+            return  # the load finds them in storage
+        for stored in messages:
+            self._sizes[stored.name] = self._sizes.get(stored.name, 0) + 1
+            self._total += 1
+            self._add(_Entry(stored))
+
     def abort_waits(self) -> None:
         """The actor started stopping: every waiting receive ends with ActorAborted."""
         for waiter in self._waiters:

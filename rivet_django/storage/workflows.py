@@ -2,8 +2,9 @@
 
 Every write is fenced by the actor's generation (the same check as KV and queue
 writes) and is one transaction: the entry, the actor's state as the step left
-it, the queue message a ``ctx.queue.next`` consumed, and the pruning of a
-finished loop iteration's entries commit together or not at all.
+it, the queue message a ``ctx.queue.next`` consumed, the pruning of a
+finished loop iteration's entries and the queue messages given back with a
+race's losing branches commit together or not at all.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
+from ..runtime.queue import StoredMessage
 from .executor import DatabaseExecutor
 from .store import DjangoActorStore
 
@@ -42,6 +46,8 @@ class EntryWrite:
     prune: Sequence[str] = ()
     #: Delete this queue message (consumed by ``ctx.queue.next``).
     consume_message: int | None = None
+    #: Put these consumed messages back in the queue, with their ids (a race's losing branches received them).
+    restore_messages: Sequence[StoredMessage] = ()
 
 
 class DjangoWorkflowStore:
@@ -92,3 +98,11 @@ class DjangoWorkflowStore:
                 Actor.objects.filter(pk=actor_id, generation=generation).update(state=write.state)
             if write.consume_message is not None:
                 ActorQueueMessage.objects.filter(actor_id=actor_id, pk=write.consume_message).delete()
+            for message in write.restore_messages:
+                # The original id keeps the message's place in the queue (ids only grow, so it is free).
+                ActorQueueMessage.objects.create(
+                    id=message.id, actor_id=actor_id, name=message.name, body=message.body, attempts=message.attempts
+                )
+                created = message.created_at if settings.USE_TZ else timezone.make_naive(message.created_at)
+                # created_at is auto_now_add: set on create, so restored afterwards.
+                ActorQueueMessage.objects.filter(pk=message.id).update(created_at=created)

@@ -1059,3 +1059,38 @@ class WfBackoff(Actor):
         _wf_count(self, "once")
         if WF_RUNS[(_k(self), "once")] == 1:
             raise ValueError("the first attempt fails")
+
+
+class WfRaceQueue(Actor):
+    """``ctx.race`` that a branch loses after receiving a ``jobs`` message; the message is received again after.
+
+    ``WF_CONTROL[key]["win"]`` (an asyncio.Event) lets the other branch win.
+    """
+
+    queues = {"jobs": queue()}
+    state = {"race": None, "after": None}
+
+    @workflow
+    async def run(self, ctx):
+        async def taker(branch):
+            msg = await branch.queue.next("take", "jobs")
+            await asyncio.Event().wait()  # holds the message until the race cancels it
+            return msg.body
+
+        async def other(branch):
+            await WF_CONTROL[_k(self)]["win"].wait()
+            return "other"
+
+        winner = await ctx.race("r", {"taker": taker, "other": other})
+        await _wf_gate(self, "raced")
+        msg = await ctx.queue.next("after", "jobs")
+
+        def record():
+            self.state["race"] = list(winner)
+            self.state["after"] = [msg.id, msg.body]
+
+        await ctx.step("record", record)
+
+    @action
+    def progress(self):
+        return self.state
