@@ -44,6 +44,7 @@ class Command(BaseCommand):
 
         host, port = options["host"], options["port"]
         self.host, self.port, self.prefix = host, port, _api_prefix()
+        self.server_name = options["server"]
         self.node_id = options["node_id"] or default_node_id(port)
         self.node = LocalNode(node_id=self.node_id, address=f"{host}:{port}")
         self.exit_code = 0
@@ -226,6 +227,7 @@ class Command(BaseCommand):
             f"  Database:   {connection.vendor} ({connection.settings_dict.get('NAME')})",
             f"  Channels:   {layer.rsplit('.', 1)[-1]}",
             f"  Mode:       {_mode(layer)}",
+            f"  Server:     {self.server_name}",
             f"  Scheduler:  {rivet_settings.SCHEDULER}; durability: {', '.join(durabilities)}",
             f"  Actors ({len(actors)}): {', '.join(actors.names()) or '(none registered)'}",
             f"Listening on {base} (Ctrl-C to stop)",
