@@ -16,13 +16,9 @@ from rivet_django.client import ActorError, Client
 from rivet_django.exceptions import ActorStopping
 from rivet_django.models import Actor as ActorRow
 from rivet_django.runtime import serde
+from tests.helpers import make
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def make(node, name, key):
-    record, _ = await node.router.get_or_create("default", name, key)
-    return record.actor_id
 
 
 async def stored(actor_id):

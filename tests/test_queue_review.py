@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
 from rivet_django.exceptions import ActorNotFound
+from tests.helpers import make
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def make(node: Any, name: str, key: list[str]) -> str:
-    record, _ = await node.router.get_or_create("default", name, key, None)
-    return record.actor_id
 
 
 async def test_destroy_ends_a_sender_waiting_without_timeout(rivet_node):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -28,6 +28,7 @@ from rivet_django.exceptions import (
 )
 from rivet_django.models import ActorQueueMessage
 from rivet_django.testing import crash_node, running_node
+from tests.helpers import eventually, make
 from tests.server import LiveServer
 from tests.testapp.actors import QUEUE_LOG
 
@@ -36,28 +37,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 API = "/api/rivet"
 
 
-async def make(node: Any, name: str, key: list[str]) -> str:
-    record, _ = await node.router.get_or_create("default", name, key, None)
-    return record.actor_id
-
-
 @sync_to_async
 def stored(actor_id: str) -> list[dict[str, Any]]:
     """The actor's queue as stored."""
     return list(
         ActorQueueMessage.objects.filter(actor_id=actor_id).order_by("id").values("id", "name", "attempts", "waiting")
     )
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last value {value!r})")
-        await asyncio.sleep(0.02)
 
 
 # -- sending and receiving (in-process, from actions) -----------------------------------------

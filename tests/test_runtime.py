@@ -24,6 +24,7 @@ from rivet_django.models import ActorKV, ActorStatus
 from rivet_django.runtime import serde
 from rivet_django.runtime.instance import InstanceStatus
 from rivet_django.testing import crash_node, running_node
+from tests.helpers import make
 from tests.testapp.actors import EVENTS
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,11 +38,6 @@ def row(actor_id: str) -> ActorRow:
 async def stored_state(actor_id: str):
     r = await row(actor_id)
     return None if r.state is None else serde.loads(bytes(r.state))
-
-
-async def make(node, name: str, key, input=None) -> str:
-    record, _ = await node.router.get_or_create("default", name, key, input)
-    return record.actor_id
 
 
 async def test_action_result_and_state_committed_before_reply(rivet_node):

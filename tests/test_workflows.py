@@ -13,7 +13,6 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,30 +27,15 @@ from rivet_django.runtime import serde
 from rivet_django.storage.workflows import DjangoWorkflowStore, EntryRecord
 from rivet_django.testing import ManualClock, crash_node, fire_schedules, running_node
 from rivet_django.workflow import END_LOCATION, WAKE_ACTION, Loop, _Engine
+from tests.helpers import eventually, make
 from tests.server import LiveServer
 from tests.testapp.actors import WF_CONTROL, WF_RUNS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def make(node: Any, name: str, key: list[str], input: Any = None) -> str:
-    record, _ = await node.router.get_or_create("default", name, key, input)
-    return record.actor_id
-
-
 async def call(node: Any, actor_id: str, action: str, *args: Any) -> Any:
     return await node.router.call_action(actor_id, action, list(args), None)
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last value {value!r})")
-        await asyncio.sleep(0.02)
 
 
 @sync_to_async
