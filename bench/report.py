@@ -72,6 +72,18 @@ def _client_note(*results: Any) -> str:
     return "; ".join(dict.fromkeys(notes))
 
 
+def _python_client_rows(r: dict[str, Any], workload: str, label: str) -> list[dict[str, Any]]:
+    """Throughput and latency of our Python AsyncClient run of ``workload`` (ours only)."""
+    py = _get(r, workload, OURS, "python")
+    if not py:
+        return []
+    latency = f"{_fmt(py.get('p50_ms'))} / {_fmt(py.get('p99_ms'))}"
+    return [
+        _row(label, "throughput, Python AsyncClient", "calls/s", py.get("throughput"), None, note=_client_note(py)),
+        _row(label, "p50 / p99, Python AsyncClient", "ms", latency, None),
+    ]
+
+
 def build_rows(runs: dict[str, Any], sides: list[str]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     r = runs
@@ -106,27 +118,7 @@ def build_rows(runs: dict[str, Any], sides: list[str]) -> list[dict[str, Any]]:
                 check=lambda x: x <= 1 / 3,
             )
         )
-    py = _get(r, "w1", OURS, "python")
-    if py:
-        rows.append(
-            _row(
-                "1 HTTP actions",
-                "throughput, Python AsyncClient",
-                "calls/s",
-                py.get("throughput"),
-                None,
-                note=_client_note(py),
-            )
-        )
-        rows.append(
-            _row(
-                "1 HTTP actions",
-                "p50 / p99, Python AsyncClient",
-                "ms",
-                f"{_fmt(py.get('p50_ms'))} / {_fmt(py.get('p99_ms'))}",
-                None,
-            )
-        )
+    rows += _python_client_rows(r, "w1", "1 HTTP actions")
 
     for enc in ("default", "json"):
         o, p = _get(r, "w2", OURS, enc), _get(r, "w2", PEER, enc)
@@ -147,27 +139,7 @@ def build_rows(runs: dict[str, Any], sides: list[str]) -> list[dict[str, Any]]:
         )
         rows.append(_row("2 WebSocket actions", f"p50, {lab}", "ms", _get(o, "p50_ms"), _get(p, "p50_ms")))
         rows.append(_row("2 WebSocket actions", f"p99, {lab}", "ms", _get(o, "p99_ms"), _get(p, "p99_ms")))
-    py = _get(r, "w2", OURS, "python")
-    if py:
-        rows.append(
-            _row(
-                "2 WebSocket actions",
-                "throughput, Python AsyncClient",
-                "calls/s",
-                py.get("throughput"),
-                None,
-                note=_client_note(py),
-            )
-        )
-        rows.append(
-            _row(
-                "2 WebSocket actions",
-                "p50 / p99, Python AsyncClient",
-                "ms",
-                f"{_fmt(py.get('p50_ms'))} / {_fmt(py.get('p99_ms'))}",
-                None,
-            )
-        )
+    rows += _python_client_rows(r, "w2", "2 WebSocket actions")
 
     for variant, how in (("sequential", "1 increment in flight"), ("pipelined", "8 increments in flight")):
         o, p = _get(r, "w3", OURS, variant), _get(r, "w3", PEER, variant)
