@@ -118,31 +118,26 @@ async function call(errors, fn, what) {
 	}
 }
 
-/** Workload 1 (and 6): `concurrency` callers, stateless HTTP actions over `keys` actors. */
-async function runHttp(client) {
-	const actor = client[cfg.actor];
-	const handles = Array.from({ length: cfg.keys }, (_, i) => actor.getOrCreate(keyOf(i)));
-	const setupErrors = new Errors();
-	await pool(handles.length, 16, (i) => call(setupErrors, () => handles[i].getCount(), "create"), 120_000);
-	emit({ type: "ready", setup: setupErrors });
-
+/**
+ * Workloads 1, 2 and 6: each caller makes its next call as soon as the last one
+ * answered, for a warmup (not recorded), then for `duration_s` (recorded), bounded
+ * in calls by `max_calls`. `callers` are functions returning each next call.
+ */
+async function measure(callers) {
 	async function phase(durationMs, maxCalls, record) {
 		const errors = new Errors();
 		const latencies = [];
 		let started = 0;
 		const t0 = Date.now();
-		async function worker(w) {
-			let iter = 0;
+		async function worker(next) {
 			while (Date.now() - t0 < durationMs && started < maxCalls) {
 				started++;
-				const h = handles[(w + iter * cfg.concurrency) % handles.length];
-				iter++;
 				const c0 = nowNs();
-				if (await call(errors, () => h.increment(1), "increment")) latencies.push(msSince(c0));
+				if (await call(errors, next, "increment")) latencies.push(msSince(c0));
 			}
 		}
 		const w0 = nowNs();
-		await Promise.all(Array.from({ length: cfg.concurrency }, (_, w) => worker(w)));
+		await Promise.all(callers.map(worker));
 		const elapsed = msSince(w0) / 1000;
 		return record ? { elapsed_s: elapsed, ok: latencies.length, ...errors.toJSON(), ...stats(latencies) } : null;
 	}
@@ -153,6 +148,21 @@ async function runHttp(client) {
 	emit({ type: "end" });
 	result.throughput = result.ok / result.elapsed_s;
 	return result;
+}
+
+/** Workload 1 (and 6): `concurrency` callers, stateless HTTP actions over `keys` actors. */
+async function runHttp(client) {
+	const actor = client[cfg.actor];
+	const handles = Array.from({ length: cfg.keys }, (_, i) => actor.getOrCreate(keyOf(i)));
+	const setupErrors = new Errors();
+	await pool(handles.length, 16, (i) => call(setupErrors, () => handles[i].getCount(), "create"), 120_000);
+	emit({ type: "ready", setup: setupErrors });
+
+	// Caller w takes every concurrency-th key, starting at its own.
+	return measure(Array.from({ length: cfg.concurrency }, (_, w) => {
+		let iter = 0;
+		return () => handles[(w + iter++ * cfg.concurrency) % handles.length].increment(1);
+	}));
 }
 
 async function openConn(handle, errors, what) {
@@ -174,29 +184,7 @@ async function runWs(client) {
 	const live = conns.filter(Boolean);
 	emit({ type: "ready", setup: setupErrors, connections: live.length });
 
-	async function phase(durationMs, maxCalls, record) {
-		const errors = new Errors();
-		const latencies = [];
-		let started = 0;
-		const t0 = Date.now();
-		async function worker(conn) {
-			while (Date.now() - t0 < durationMs && started < maxCalls) {
-				started++;
-				const c0 = nowNs();
-				if (await call(errors, () => conn.increment(1), "increment")) latencies.push(msSince(c0));
-			}
-		}
-		const w0 = nowNs();
-		await Promise.all(live.map(worker));
-		const elapsed = msSince(w0) / 1000;
-		return record ? { elapsed_s: elapsed, ok: latencies.length, ...errors.toJSON(), ...stats(latencies) } : null;
-	}
-
-	await phase(cfg.warmup_s * 1000, cfg.max_calls, false);
-	emit({ type: "start" });
-	const result = await phase(cfg.duration_s * 1000, cfg.max_calls, true);
-	emit({ type: "end" });
-	result.throughput = result.ok / result.elapsed_s;
+	const result = await measure(live.map((conn) => () => conn.increment(1)));
 	result.connections = live.length;
 	await Promise.all(live.map((c) => withTimeout(c.dispose(), 5000, "dispose").catch(() => {})));
 	return result;
