@@ -106,8 +106,7 @@ class GroupCommitter:
             if self._interval > 0:
                 await asyncio.sleep(self._interval)
             while self._pending:
-                batch = self._take_batch()
-                await self._commit(batch)
+                await self._commit(self._take_batch())
             self._idle.set()
 
     def _take_batch(self) -> list[_Pending]:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import builtins
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..exceptions import ActorNotFound, InvalidRequest
 from . import serde
+from .host import compact
 from .store import ActorRecord
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ class ActorRouter:
         # (its next call resolves it with one query, next to the one that wakes it).
         self._ids: OrderedDict[tuple[str, str, tuple[str, ...]], str] = OrderedDict()
         runtime.stop_listeners.append(self._actor_stopped)
+        runtime.trim_listeners.append(partial(compact, self._ids))
 
     # -- validation ----------------------------------------------------------------
 
