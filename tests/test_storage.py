@@ -85,6 +85,27 @@ async def test_commit_is_fenced_by_generation(store):
     assert row_a.slept_at is not None
 
 
+@pytest.mark.parametrize("size", [1, 3, 64, 70])
+async def test_batched_state_writes_store_each_state_and_fence_only_stale_ones(store, size):
+    """The group commit's plain state changes go in one statement per 64 actors (padded
+    to a power of two): every actor gets its own state; a stale generation is fenced alone."""
+    records = [await store.create("ns", "counter", [f"batch{size}-{i}"], None) for i in range(size)]
+    claims = [await store.claim(r.actor_id, "n", 30) for r in records]
+    stale = {records[i].actor_id for i in range(0, size, 3)}
+    writes = [
+        StateWrite(r.actor_id, c.generation - (r.actor_id in stale), f"state-{i}".encode())
+        for i, (r, c) in enumerate(zip(records, claims, strict=True))
+    ]
+    assert await store.commit(writes) == stale
+    rows = await sync_to_async(lambda: {a.pk: a for a in Actor.objects.filter(pk__in=[r.actor_id for r in records])})()
+    for i, r in enumerate(records):
+        row = rows[r.actor_id]
+        if r.actor_id in stale:
+            assert row.state is None
+        else:
+            assert bytes(row.state) == f"state-{i}".encode() and row.last_active_at is not None
+
+
 async def test_destroy_frees_key_and_deletes_kv(store):
     record = await store.create("ns", "counter", ["gone"], None)
     claimed = await store.claim(record.actor_id, "n", 30)
