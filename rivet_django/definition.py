@@ -13,8 +13,10 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from .exceptions import StateNotEnabled
@@ -154,6 +156,20 @@ class ActorOptions:
         return options
 
 
+def _positional_bounds(signature: inspect.Signature) -> tuple[float, float] | None:
+    fewest, most = 0, 0.0
+    for param in signature.parameters.values():
+        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            most += 1
+            if param.default is param.empty:
+                fewest += 1
+        elif param.kind is param.VAR_POSITIONAL:
+            most = math.inf
+        elif param.kind is param.KEYWORD_ONLY and param.default is param.empty:
+            return None
+    return (fewest, most)
+
+
 @dataclass
 class ActorDefinition:
     """Everything the runtime needs to know about one actor class."""
@@ -167,6 +183,8 @@ class ActorDefinition:
     events: dict[str, EventSpec] = field(default_factory=dict)
     queues: dict[str, QueueSpec] = field(default_factory=dict)
     _signatures: dict[str, inspect.Signature] = field(default_factory=dict, repr=False)
+    _bounds: dict[str, tuple[float, float] | None] = field(default_factory=dict, repr=False)
+    _hooks: dict[str, Callable[..., Any] | None] = field(default_factory=dict, repr=False)
 
     def signature(self, action_name: str, bound_method: Callable[..., Any]) -> inspect.Signature:
         """The (bound) call signature of an action, computed once per class."""
@@ -174,6 +192,20 @@ class ActorDefinition:
         if signature is None:
             signature = self._signatures[action_name] = inspect.signature(bound_method)
         return signature
+
+    def positional_bounds(self, action_name: str, bound_method: Callable[..., Any]) -> tuple[float, float] | None:
+        """(fewest, most) positional arguments an action takes when it is given no keywords,
+        or None when only a full signature check can tell (required keyword-only ones)."""
+        bounds = self._bounds.get(action_name, _UNSET)
+        if bounds is _UNSET:
+            bounds = self._bounds[action_name] = _positional_bounds(self.signature(action_name, bound_method))
+        return bounds  # type: ignore[no-any-return]
+
+    @cached_property
+    def has_connect_hooks(self) -> bool:
+        """A stateless call opens a short-lived connection (PROTOCOL.md section 6)."""
+        hooks = ("on_before_connect", "create_conn_state", "on_connect", "on_disconnect")
+        return any(self.hook(h) is not None for h in hooks) or self.initial_conn_state is not _UNSET
 
     @property
     def name(self) -> str:
@@ -184,8 +216,13 @@ class ActorDefinition:
         return self.initial_state is not _UNSET or self.hook("create_state") is not None
 
     def hook(self, name: str) -> Callable[..., Any] | None:
-        """The user's hook method of that name, unbound, or None."""
-        return getattr(self.cls, name, None)
+        """The user's hook method of that name, unbound, or None (looked up once: most
+        actors define few hooks, and a missing attribute is a slow lookup every call)."""
+        try:
+            return self._hooks[name]
+        except KeyError:
+            found = self._hooks[name] = getattr(self.cls, name, None)
+            return found
 
     def make_initial_state(self, actor: Actor, input: Any) -> Any:
         """Fresh state for a new actor (deep copy of the class attribute)."""

@@ -23,6 +23,7 @@ from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpResponse
 from django.urls import set_script_prefix
 
+from .headers import header
 from .origins import cors_origin
 
 __all__ = ["ActorHTTPHandler", "application", "websocket_urlpatterns"]
@@ -64,12 +65,12 @@ class ActorHTTPHandler(ASGIHandler):
         try:
             set_script_prefix(get_script_prefix(scope))
             request, error_response = self.create_request(scope, body_file)
-            origin = request.headers.get("origin") if request is not None else None
+            origin = header(request, "origin") if request is not None else None
             allow_origin = cors_origin(origin)
             if request is not None and request.method == "OPTIONS" and origin:
                 response: Any = HttpResponse(status=204 if allow_origin else 403)
                 if allow_origin:
-                    requested = request.headers.get("access-control-request-headers")
+                    requested = header(request, "access-control-request-headers")
                     response["Access-Control-Allow-Methods"] = _CORS_ALLOW_METHODS
                     response["Access-Control-Allow-Headers"] = requested or _CORS_ALLOW_HEADERS
                     response["Access-Control-Max-Age"] = "600"

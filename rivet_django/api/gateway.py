@@ -20,6 +20,7 @@ from .. import protocol
 from ..conf import rivet_settings
 from ..exceptions import ActorNotFound, IncomingTooLong, MethodNotAllowed, OutgoingTooLong, RivetError
 from ..gateway import GatewayTarget, parse_conn_params, parse_gateway_target, strip_rvt_params
+from ..headers import RequestHeaders, header
 from ..node import started_node
 from . import schemas
 from .responses import encoded_response, json_response
@@ -75,16 +76,18 @@ _QUEUE_DOC: dict[str, Any] = {
 
 
 def _target(request: HttpRequest, segment: str | None) -> GatewayTarget:
-    return parse_gateway_target(segment, _query_pairs(request), request.headers, rivet_settings.NAMESPACE)
+    return parse_gateway_target(segment, _query_pairs(request), RequestHeaders(request), rivet_settings.NAMESPACE)
 
 
 def _query_pairs(request: HttpRequest) -> list[tuple[str, str]]:
+    if not request.META.get("QUERY_STRING"):
+        return []  # the usual case: no need to build request.GET
     return [(k, v) for k, values in request.GET.lists() for v in values]
 
 
 def _read_body(request: HttpRequest) -> bytes:
     limit = int(rivet_settings.MAX_INCOMING_MESSAGE_SIZE)
-    declared = request.headers.get("content-length")
+    declared = header(request, "content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise IncomingTooLong(f"Request body is larger than {limit} bytes")
     body = request.body
@@ -95,12 +98,12 @@ def _read_body(request: HttpRequest) -> bytes:
 
 async def call_action(request: HttpRequest, segment: str | None, name: str) -> HttpResponse:
     """Decode an action call, run it on its actor, encode the output."""
-    encoding = protocol.parse_encoding(request.headers.get("x-rivet-encoding"))
+    encoding = protocol.parse_encoding(header(request, "x-rivet-encoding"))
     target = _target(request, segment)
     body = _read_body(request)
     args, version = protocol.decode_action_request(encoding, body)
     request.rivet_version = version  # type: ignore[attr-defined]
-    params = parse_conn_params(request.headers.get("x-rivet-conn-params"), int(rivet_settings.MAX_CONN_PARAMS_SIZE))
+    params = parse_conn_params(header(request, "x-rivet-conn-params"), int(rivet_settings.MAX_CONN_PARAMS_SIZE))
     node = await started_node()
 
     async def run(actor_id: str) -> Any:
@@ -128,12 +131,12 @@ def _encode_reply(encode: Callable[[], bytes], what: str) -> bytes:
 
 async def send_queue(request: HttpRequest, segment: str | None, name: str) -> HttpResponse:
     """Decode a queue send, store it in the actor's queue (waiting if asked), encode ``{"status", "response"?}``."""
-    encoding = protocol.parse_encoding(request.headers.get("x-rivet-encoding"))
+    encoding = protocol.parse_encoding(header(request, "x-rivet-encoding"))
     target = _target(request, segment)
     body = _read_body(request)
     message, version = protocol.decode_queue_send_request(encoding, body)
     request.rivet_version = version  # type: ignore[attr-defined]
-    params = parse_conn_params(request.headers.get("x-rivet-conn-params"), int(rivet_settings.MAX_CONN_PARAMS_SIZE))
+    params = parse_conn_params(header(request, "x-rivet-conn-params"), int(rivet_settings.MAX_CONN_PARAMS_SIZE))
     timeout = None if message.timeout_ms is None else message.timeout_ms / 1000
     node = await started_node()
 
@@ -272,7 +275,7 @@ async def gateway_unknown(request: HttpRequest, target: str, rest: str) -> HttpR
 
 @router.api_operation(_ALL_METHODS, "/{path:route}", include_in_schema=False)
 async def header_form(request: HttpRequest, route: str) -> HttpResponse:
-    if request.headers.get("x-rivet-target") != "actor":
+    if header(request, "x-rivet-target") != "actor":
         raise ActorNotFound(f"Unknown route /{route}")
     return await header_form_route(request, route)
 

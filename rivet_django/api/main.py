@@ -8,6 +8,7 @@ from ninja import NinjaAPI
 from ninja.errors import HttpError, ValidationError
 
 from ..exceptions import IncomingTooLong, InvalidRequest, RivetError
+from ..headers import header
 from .gateway import router as gateway_router
 from .manager import router as manager_router
 from .responses import error_response
@@ -26,7 +27,7 @@ api.add_router("", gateway_router)
 
 def _is_gateway(request: HttpRequest) -> bool:
     # Gateway routes answer in the request's encoding; manager routes always in JSON.
-    return "/gateway/" in request.path or request.headers.get("x-rivet-target") == "actor"
+    return "/gateway/" in request.path or header(request, "x-rivet-target") == "actor"
 
 
 @api.exception_handler(RivetError)

@@ -10,6 +10,7 @@ from ninja import Router
 from .. import protocol
 from ..conf import rivet_settings
 from ..exceptions import ActorNotFound, InvalidRequest
+from ..headers import header
 from ..node import started_node
 from ..registry import actors
 from ..runtime.store import ActorRecord
@@ -65,7 +66,7 @@ def _decode_input(value: str | None) -> Any:
 
 @router.get("/metadata", response={200: schemas.MetadataOut}, summary="Runtime metadata (client bootstrap)")
 async def get_metadata(request: HttpRequest) -> HttpResponse:
-    if request.headers.get("x-rivet-target") == "actor":
+    if header(request, "x-rivet-target") == "actor":
         from .gateway import header_form_route
 
         return await header_form_route(request, "metadata")

@@ -10,6 +10,7 @@ from django.http import HttpRequest, HttpResponse
 
 from .. import protocol
 from ..exceptions import INTERNAL_ERROR_MESSAGE, PublicError, RivetError
+from ..headers import header
 
 __all__ = ["encoded_response", "error_response", "json_response", "request_encoding"]
 
@@ -23,7 +24,7 @@ def json_response(data: Any, status: int = 200) -> HttpResponse:
 def request_encoding(request: HttpRequest) -> protocol.Encoding:
     """The encoding asked for; errors about the encoding itself are answered in json."""
     try:
-        return protocol.parse_encoding(request.headers.get("x-rivet-encoding"))
+        return protocol.parse_encoding(header(request, "x-rivet-encoding"))
     except Exception:
         return "json"
 

@@ -88,7 +88,7 @@ class Conn:
     ``send`` pushes an event to this connection only.
     """
 
-    __slots__ = ("actor_id", "id", "params", "request", "sink", "state", "subscriptions", "transport")
+    __slots__ = ("_id", "actor_id", "params", "request", "sink", "state", "subscriptions", "transport")
 
     def __init__(
         self,
@@ -100,7 +100,7 @@ class Conn:
         request: Any = None,
         actor_id: str = "",
     ) -> None:
-        self.id = conn_id or secrets.token_hex(8)
+        self._id = conn_id
         self.params = params
         self.state: Any = None
         self.transport = transport
@@ -108,6 +108,13 @@ class Conn:
         self.sink = sink
         self.request = request
         self.actor_id = actor_id
+
+    @property
+    def id(self) -> str:
+        """A random id, made when first asked for: most HTTP calls' connections never are."""
+        if self._id is None:
+            self._id = secrets.token_hex(8)
+        return self._id
 
     def send(self, event: str, *args: Any) -> None:
         """Send an event to this connection (returns at once)."""

@@ -349,6 +349,10 @@ class ActorInstance:
             raise
 
     def _check_arguments(self, name: str, method: Callable[..., Any], args: Any, kwargs: dict[str, Any]) -> None:
+        if not kwargs:
+            bounds = self.definition.positional_bounds(name, method)
+            if bounds is not None and bounds[0] <= len(args) <= bounds[1]:
+                return
         try:
             self.definition.signature(name, method).bind(*args, **kwargs)
         except TypeError as exc:
@@ -404,10 +408,7 @@ class ActorInstance:
 
     @property
     def has_connect_hooks(self) -> bool:
-        hook = self.definition.hook
-        return any(
-            hook(h) is not None for h in ("on_before_connect", "create_conn_state", "on_connect", "on_disconnect")
-        ) or self.definition.initial_conn_state is not serde_unset()
+        return self.definition.has_connect_hooks
 
     def current_conn(self) -> Conn | None:
         current = _current_conn.get()
@@ -731,12 +732,6 @@ class ActorInstance:
 
     def client(self) -> Any:
         return self.runtime.client()
-
-
-def serde_unset() -> Any:
-    from ..definition import _UNSET
-
-    return _UNSET
 
 
 async def _maybe_await(value: Any) -> Any:
