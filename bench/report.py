@@ -223,6 +223,14 @@ def build_rows(runs: dict[str, Any], sides: list[str]) -> list[dict[str, Any]]:
                 note=_asleep_note(o, p, "asleep_check"),
             )
         )
+        for part, metric in (
+            ("heap", "after they sleep: heap still in use, per actor (no SQLite)"),
+            ("sqlite", "after they sleep: SQLite page cache growth, per actor"),
+            ("allocator_free", "after they sleep: freed, kept by CPython's allocator, per actor"),
+        ):
+            value = _get(o, "asleep_breakdown", part)
+            if value is not None:
+                rows.append(_row("5 Memory", metric, "KB", value, None))
         many_o, many_p = _get(o, "create_many"), _get(p, "create_many")
         rows.append(
             _row(

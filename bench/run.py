@@ -94,7 +94,17 @@ def main(argv: list[str] | None = None) -> int:
         help="override one size of Params (e.g. --set mem_many=1000); the results record it",
     )
     parser.add_argument("--profile", default="", help="folder for py-spy profiles of our servers (needs py-spy)")
+    parser.add_argument(
+        "--server-env", action="append", default=[], metavar="NAME=VALUE",
+        help="environment of our servers (e.g. LD_PRELOAD=libjemalloc.so.2 PYTHONMALLOC=malloc); recorded",
+    )
     args = parser.parse_args(argv)
+    server_env: dict[str, str] = {}
+    for item in args.server_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            parser.error(f"--server-env {item!r}: expected NAME=VALUE")
+        server_env[name] = value
 
     params = Params.quick() if args.quick else Params()
     if args.no_python_client:
@@ -149,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "notes": notes,
         "workdir": str(workdir),
         "ours_server": args.server,
+        "ours_env": server_env,
     }
     print(f"rivet_django benchmark ({meta['mode']}), {cores.note}; work dir {workdir}", flush=True)
     ctx = Context(
@@ -160,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         notes=notes,
         ours_server=args.server,
         profile_dir=Path(args.profile).resolve() if args.profile else None,
+        ours_env=server_env,
     )
 
     runs: dict[str, Any] = {}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import time
 import urllib.request
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 from .proc import descendants, dir_size, free_port, free_port_block, pid_alive, spawn, stop_pid
 
@@ -94,7 +96,13 @@ class OursServer:
     _template: Path | None = None
 
     def __init__(
-        self, workdir: Path, core: int | None, *, server: str = "uvicorn", profile: Path | None = None
+        self,
+        workdir: Path,
+        core: int | None,
+        *,
+        server: str = "uvicorn",
+        profile: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.core = core
@@ -116,6 +124,10 @@ class OursServer:
             # RivetKit's default level is warn.
             "RIVET_LOG_LEVEL": "WARNING",
             "PYTHONUNBUFFERED": "1",
+            # bench/benchapp/memprobe.py: what the memory holds, on SIGUSR1 (workload 5).
+            "RIVET_BENCH_MEMPROBE": str(workdir / "memprobe.jsonl"),
+            # --server-env (e.g. another malloc: LD_PRELOAD, PYTHONMALLOC).
+            **(env or {}),
         }
 
     @property
@@ -178,6 +190,22 @@ class OursServer:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def memory_probe(self, timeout: float = 15.0) -> dict[str, Any] | None:
+        """What the server's memory holds now (bench/benchapp/memprobe.py), or None."""
+        if not self.alive():
+            return None
+        assert self.proc is not None
+        path = Path(self.env["RIVET_BENCH_MEMPROBE"])
+        seen = len(path.read_text().splitlines()) if path.exists() else 0
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = path.read_text().splitlines() if path.exists() else []
+            if len(lines) > seen:
+                return dict(json.loads(lines[-1]))
+            time.sleep(0.1)
+        return None
 
     def storage_bytes(self) -> int:
         paths = [self.db_path, Path(f"{self.db_path}-wal"), Path(f"{self.db_path}-shm"), self.workdir / "actor_dbs"]

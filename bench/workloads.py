@@ -101,6 +101,8 @@ class Context:
     ours_server: str = "uvicorn"
     #: --profile: py-spy's collapsed stacks of every rivet_django server go here.
     profile_dir: Path | None = None
+    #: --server-env: extra environment of every rivet_django server.
+    ours_env: dict[str, str] = field(default_factory=dict)
     #: --quick: one server per side for every workload (started once, stopped by close()).
     shared: dict[str, OursServer | PeerServer] = field(default_factory=dict)
 
@@ -112,7 +114,11 @@ class Context:
         if side == "rivet_django":
             profile = self.profile_dir / f"{name}.txt" if self.profile_dir is not None else None
             server = OursServer(
-                self.workdir / f"{name}-{side}", self.cores.server, server=self.ours_server, profile=profile
+                self.workdir / f"{name}-{side}",
+                self.cores.server,
+                server=self.ours_server,
+                profile=profile,
+                env=self.ours_env,
             )
         else:
             server = PeerServer(self.workdir / f"{name}-{side}", self.cores.server)
@@ -364,6 +370,41 @@ def _wait_asleep(ctx: Context, server: Any, actor: str, prefix: str, n: int, wor
     return out
 
 
+def _probe(server: Any) -> dict[str, Any] | None:
+    """What our server's memory holds (bench/benchapp/memprobe.py); None for RivetKit."""
+    return server.memory_probe() if isinstance(server, OursServer) else None
+
+
+def memory_breakdown(before: dict[str, Any] | None, after: dict[str, Any] | None, actors: int) -> dict[str, Any]:
+    """KB per actor that each kind of memory grew by between two probes.
+
+    - ``heap``: memory in use by the process's objects (Python objects and C allocations)
+      except SQLite's, i.e. what the actors and their indexes still hold;
+    - ``sqlite``: SQLite's page caches and statements (bounded by its cache size);
+    - ``allocator_free``: memory freed but kept by CPython's allocator in arenas that some
+      other live object still uses (reused by later allocations, not returned to the OS).
+    """
+    if not before or not after or not actors:
+        return {}
+
+    def heap(p: dict[str, Any]) -> float | None:
+        if p.get("malloc_live") is None:
+            return None
+        return float(p["pymalloc_live"] + p["malloc_live"] - (p.get("sqlite_used") or 0))
+
+    def per_actor(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else (b - a) / 1024 / actors
+
+    return {
+        "heap": per_actor(heap(before), heap(after)),
+        "python_objects": per_actor(before["pymalloc_live"], after["pymalloc_live"]),
+        "sqlite": per_actor(before.get("sqlite_used"), after.get("sqlite_used")),
+        "allocator_free": per_actor(
+            before["pymalloc_held"] - before["pymalloc_live"], after["pymalloc_held"] - after["pymalloc_live"]
+        ),
+    }
+
+
 def w5_memory(ctx: Context) -> dict[str, Any]:
     """Server RSS per awake and per sleeping actor; many actors created then asleep."""
     p = ctx.params
@@ -378,12 +419,14 @@ def w5_memory(ctx: Context) -> dict[str, Any]:
         time.sleep(p.settle_s + 1.5)
         res["rss_base_kb"] = rss_kb(pids)
         res["storage_base_bytes"] = server.storage_bytes()
+        res["probe_base"] = _probe(server)
 
         awake = _create(ctx, server, "memCounter", prefix, p.mem_awake, "increment", p.mem_awake_limit_s)
         res["create_awake"] = awake
         time.sleep(p.settle_s)
         res["rss_awake_kb"] = rss_kb(pids)
         res["kb_per_awake"] = (res["rss_awake_kb"] - res["rss_base_kb"]) / max(1, awake["ok"])
+        res["probe_awake"] = _probe(server)
         _say("awake", awake, extra=f"{res['kb_per_awake']:.2f} KB/actor")
 
         # Ask exactly the actors that were created to sleep.
@@ -394,7 +437,14 @@ def w5_memory(ctx: Context) -> dict[str, Any]:
         time.sleep(p.settle_s)
         res["rss_asleep_kb"] = rss_kb(pids)
         res["kb_per_asleep"] = (res["rss_asleep_kb"] - res["rss_base_kb"]) / max(1, awake["ok"])
-        _say("after sleep", sleep, extra=f"{res['kb_per_asleep']:.2f} KB/actor, asleep {res['asleep_check']}")
+        res["probe_asleep"] = _probe(server)
+        res["asleep_breakdown"] = memory_breakdown(res["probe_base"], res["probe_asleep"], awake["ok"])
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in res["asleep_breakdown"].items() if v is not None)
+        _say(
+            "after sleep",
+            sleep,
+            extra=f"{res['kb_per_asleep']:.2f} KB/actor RSS ({parts}), asleep {res['asleep_check']}",
+        )
 
         limit = p.mem_many_limit_ours_s if server.side == "rivet_django" else p.mem_many_limit_peer_s
         many = _create(ctx, server, "sleepyCounter", prefix, p.mem_many, "increment", limit)
@@ -405,6 +455,7 @@ def w5_memory(ctx: Context) -> dict[str, Any]:
         res["rss_many_kb"] = rss_kb(pids)
         res["kb_per_asleep_many"] = (res["rss_many_kb"] - res["rss_asleep_kb"]) / max(1, many["ok"])
         res["storage_many_bytes"] = server.storage_bytes()
+        res["probe_many"] = _probe(server)
         _say(
             "many",
             many,

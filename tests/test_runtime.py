@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import sys
+import weakref
+from collections import OrderedDict
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -22,9 +26,11 @@ from rivet_django.exceptions import (
 from rivet_django.models import Actor as ActorRow
 from rivet_django.models import ActorKV, ActorStatus
 from rivet_django.runtime import serde
+from rivet_django.runtime.host import compact
 from rivet_django.runtime.instance import InstanceStatus
+from rivet_django.runtime.store import StateWrite
 from rivet_django.testing import crash_node, running_node
-from tests.helpers import make
+from tests.helpers import eventually, make
 from tests.testapp.actors import EVENTS
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -59,6 +65,57 @@ async def test_group_commit_batches_concurrent_calls(rivet_node):
     assert transactions < 100
     for a in ids:
         assert await stored_state(a) == {"count": 5}
+
+
+async def test_committed_writes_are_not_kept_after_their_commit(rivet_node):
+    """Nothing of a committed batch stays referenced (a sleeping actor's last state included)."""
+    actor_id = await make(rivet_node, "counter", ["kept"])
+    await rivet_node.router.call_action(actor_id, "increment", [1])
+    inst = rivet_node.runtime.instances[actor_id]
+    future = rivet_node.runtime.committer.submit(StateWrite(actor_id, inst.generation, b"\xa0"))
+    await asyncio.wait_for(future, 5)
+    gone = weakref.ref(future)
+    del future
+    gc.collect()
+    assert gone() is None
+
+
+async def test_trim_shrinks_what_indexed_actors_that_went_to_sleep(rivet_node):
+    runtime, router = rivet_node.runtime, rivet_node.router
+    ids = [await make(rivet_node, "counter", [f"trim{i}"]) for i in range(400)]
+    for actor_id in ids:
+        await router.call_action(actor_id, "increment", [1])
+    keep = ids[0]
+    for actor_id in ids[1:]:
+        runtime.instances[actor_id].last_activity -= 100
+    assert await runtime.reap_idle() == 399
+
+    async def asleep() -> bool:
+        return list(runtime.instances) == [keep]
+
+    await eventually(asleep)
+    assert len(router._ids) == 1
+    big_instances, big_ids = sys.getsizeof(runtime.instances), sys.getsizeof(router._ids)
+
+    runtime.trim()
+
+    assert sys.getsizeof(runtime.instances) < big_instances / 4
+    assert sys.getsizeof(router._ids) < big_ids / 4
+    # Same contents: the awake actor is still found, and the sleeping ones wake.
+    assert list(runtime.instances) == [keep] and len(router._ids) == 1
+    assert await router.call_action(keep, "increment", [1]) == 2
+    assert await router.call_action(ids[7], "increment", [1]) == 2
+
+
+def test_compact_keeps_contents_and_order():
+    table = OrderedDict((i, str(i)) for i in range(5000))
+    for i in range(10, 5000):
+        del table[i]
+    table.move_to_end(3)
+    before = sys.getsizeof(table)
+    compact(table)
+    assert list(table.items()) == [(i, str(i)) for i in (0, 1, 2, 4, 5, 6, 7, 8, 9, 3)]
+    assert sys.getsizeof(table) < before / 10
 
 
 async def test_lifecycle_order_on_create_wake_sleep(rivet_node):

@@ -1,3 +1,5 @@
+import os
+
 from django.apps import AppConfig
 
 
@@ -6,3 +8,10 @@ class BenchAppConfig(AppConfig):
 
     name = "bench.benchapp"
     label = "benchapp"
+
+    def ready(self) -> None:
+        path = os.environ.get("RIVET_BENCH_MEMPROBE")
+        if path:
+            from .memprobe import install
+
+            install(path)
