@@ -193,3 +193,37 @@ def test_celery_scheduler_needs_a_cross_process_layer(settings):
     settings.RIVET = {"SCHEDULER": "celery"}
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     assert "rivet_django.E008" in {m.id for m in checks.run_checks()}
+
+
+def test_argument_counts_checked_without_binding_match_the_signature():
+    """The fast check of positional arguments agrees with inspect's binding, and leaves
+    the cases it cannot decide (required keyword-only parameters) to it."""
+    import inspect
+
+    from rivet_django.definition import _positional_bounds
+
+    def bounds(fn):
+        return _positional_bounds(inspect.signature(fn))
+
+    assert bounds(lambda: None) == (0, 0)
+    assert bounds(lambda a, b=1: None) == (1, 2)
+    assert bounds(lambda a, /, b, *rest: None) == (2, float("inf"))
+    assert bounds(lambda a, *, b=0, **kw: None) == (1, 1)
+    assert bounds(lambda a, *, b: None) is None
+
+
+async def test_wrong_argument_counts_are_invalid_requests(rivet_node):
+    from rivet_django.exceptions import InvalidRequest
+    from tests.helpers import make
+
+    actor_id = await make(rivet_node, "counter", ["arity"])
+    call = rivet_node.router.call_action
+    assert await call(actor_id, "increment") == 1  # amount has a default
+    assert await call(actor_id, "increment", [2]) == 3
+    with pytest.raises(InvalidRequest, match="Invalid arguments for action 'increment'"):
+        await call(actor_id, "increment", [1, 2])
+    assert await call(actor_id, "add_kw", [1], {"b": 2}) == 6
+    with pytest.raises(InvalidRequest, match="Invalid arguments for action 'add_kw'"):
+        await call(actor_id, "add_kw", [])
+    with pytest.raises(InvalidRequest):
+        await call(actor_id, "add_kw", [1], {"c": 2})

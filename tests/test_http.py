@@ -350,3 +350,20 @@ async def test_a_sleeping_actor_leaves_the_router_cache(rivet_node):
     assert rivet_node.router._cached_id("default", "counter", ("evict",)) is None
     again = await call(client, "counter", "increment", [1], key="evict")
     assert again.headers["x-rivet-actor"] == actor_id and body_of(again) == 3
+
+
+def test_header_reads_request_meta_like_request_headers():
+    from django.test import RequestFactory
+
+    from rivet_django.headers import RequestHeaders, header
+
+    request = RequestFactory().post(
+        "/x", data=b"abc", content_type="application/cbor", HTTP_X_RIVET_ENCODING="cbor", HTTP_ORIGIN="http://a"
+    )
+    for name in ("x-rivet-encoding", "X-Rivet-Encoding", "origin", "content-type", "content-length", "x-missing"):
+        assert header(request, name) == request.headers.get(name)
+    view = RequestHeaders(request)
+    assert view.get("x-rivet-encoding") == "cbor" and view.get("x-missing", "d") == "d"
+    assert view["content-length"] == "3" and dict(view) == dict(request.headers)
+    with pytest.raises(KeyError):
+        view["x-missing"]

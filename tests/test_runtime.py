@@ -388,3 +388,13 @@ async def test_connect_hooks_run_on_stateless_calls(rivet_node):
     with pytest.raises(Forbidden):
         await rivet_node.router.call_action(actor_id, "whoami", params={"deny": True})
     assert rivet_node.runtime.instances[actor_id].conns == {}
+
+
+def test_connection_id_is_made_once_when_first_asked_for():
+    from rivet_django.runtime.conn import Conn
+
+    conn = Conn()
+    first = conn.id
+    assert len(first) == 16 and conn.id == first
+    assert Conn().id != first
+    assert Conn(conn_id="given").id == "given"
