@@ -15,13 +15,16 @@ project's ``asgi.py`` gives a Channels ``ProtocolTypeRouter``:
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpResponse
-from django.urls import set_script_prefix
+from django.urls import include, path, set_script_prefix
+from django.utils.log import log_response
 
 from .headers import header
 from .origins import cors_origin
@@ -34,7 +37,7 @@ _CORS_ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 
 def websocket_urlpatterns(prefix: str = "api/rivet/") -> list[Any]:
     """The actor gateway's WebSocket routes under ``prefix`` (all three gateway forms)."""
-    from django.urls import path, re_path
+    from django.urls import re_path
 
     from .consumers import ActorConnectConsumer, RawWebSocketConsumer
 
@@ -48,8 +51,51 @@ def websocket_urlpatterns(prefix: str = "api/rivet/") -> list[Any]:
     ]
 
 
+class _ActorURLConf:
+    """The actor API's routes alone, mounted at ``prefix``, gateway routes first.
+
+    The handler resolves its requests against this rather than the project's URLconf:
+    the hot routes (an action call) match first instead of after every manager route.
+    Gateway routes start with ``gateway/``, so moving them ahead changes no match.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        from .urls import app_name, urlpatterns
+
+        ordered = sorted(urlpatterns, key=lambda p: not str(p.pattern).startswith("gateway/"))
+        self.urlpatterns = [path(prefix.strip("/") + "/", include((ordered, app_name), namespace=app_name))]
+
+
 class ActorHTTPHandler(ASGIHandler):
     """Django's ASGI handler for the actor API: no middleware, no request signals."""
+
+    def __init__(self, prefix: str = "api/rivet/") -> None:
+        super().__init__()
+        self.urlconf = _ActorURLConf(prefix)
+        base = "/" + prefix.strip("/") + "/"
+        #: The hottest route, a stateless action call, goes straight to the gateway.
+        self._action_route = re.compile(rf"^{re.escape(base)}gateway/(?P<target>[^/]+)/action/(?P<name>[^/]+)$")
+
+    async def get_response_async(self, request: Any) -> Any:
+        """Action calls skip URL resolution and the API framework (the route and its
+        errors are the same as through them); everything else goes through Django."""
+        match = self._action_route.match(request.path_info) if request.method == "POST" else None
+        if match is None:
+            return await super().get_response_async(request)
+        from .api.gateway import call_action
+        from .api.main import api
+
+        response: Any
+        try:
+            response = await call_action(request, match["target"], match["name"])
+        except Exception as exc:
+            response = api.on_exception(request, exc)
+        response._resource_closers.append(request.close)
+        if response.status_code >= 400:
+            await sync_to_async(log_response, thread_sensitive=False)(
+                "%s: %s", response.reason_phrase, request.path, response=response, request=request
+            )
+        return response
 
     def load_middleware(self, is_async: bool = False) -> None:
         self._view_middleware: list[Any] = []
@@ -65,6 +111,8 @@ class ActorHTTPHandler(ASGIHandler):
         try:
             set_script_prefix(get_script_prefix(scope))
             request, error_response = self.create_request(scope, body_file)
+            if request is not None:
+                request.urlconf = self.urlconf  # type: ignore[assignment]  # a module-like object
             origin = header(request, "origin") if request is not None else None
             allow_origin = cors_origin(origin)
             if request is not None and request.method == "OPTIONS" and origin:
@@ -115,7 +163,7 @@ def application(http_app: Any = None, prefix: str = "api/rivet/") -> Any:
     django_app = http_app or get_asgi_application()
     return ProtocolTypeRouter(
         {
-            "http": _PrefixRouter(prefix, ActorHTTPHandler(), django_app),
+            "http": _PrefixRouter(prefix, ActorHTTPHandler(prefix), django_app),
             "websocket": URLRouter(websocket_urlpatterns(prefix)),
         }
     )

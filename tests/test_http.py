@@ -36,6 +36,24 @@ async def call(client: AsyncClient, name: str, action: str, args, *, key: str = 
     )
 
 
+class ASGIClient:
+    """The same calls through ``rivet_django.routing.application`` (the server's ASGI app:
+    its own handler and fast action route), not Django's test client."""
+
+    def __init__(self) -> None:
+        import httpx
+
+        from rivet_django.routing import application
+
+        self._client = httpx.AsyncClient(transport=httpx.ASGITransport(app=application()), base_url="http://testserver")
+
+    async def post(self, url: str, data: bytes = b"", content_type: str = "application/json", headers=None):
+        return await self._client.post(url, content=data, headers={"content-type": content_type, **(headers or {})})
+
+
+CLIENTS = {"django": AsyncClient, "asgi": ASGIClient}
+
+
 def body_of(response, encoding: str = "json"):
     if response.status_code == 200:
         return protocol.decode_action_response(encoding, response.content)  # type: ignore[arg-type]
@@ -166,8 +184,11 @@ async def _count(client, key):
         ("oversized conn params", lambda p: p | {"headers": {"x-rivet-conn-params": '"' + "x" * 5000 + '"'}}, 400, "message", "incoming_too_long"),
     ],
 )
-async def test_bad_input_gets_protocol_error_and_changes_nothing(rivet_node, description, mutate, status, group, code):
-    client = AsyncClient()
+@pytest.mark.parametrize("client_kind", list(CLIENTS))
+async def test_bad_input_gets_protocol_error_and_changes_nothing(
+    rivet_node, client_kind, description, mutate, status, group, code
+):
+    client = CLIENTS[client_kind]()
     key = "bad-input"
     await call(client, "counter", "increment", [7], key=key)
     plan = mutate({
@@ -188,8 +209,9 @@ async def test_bad_input_gets_protocol_error_and_changes_nothing(rivet_node, des
     assert await _count(client, key) == 7
 
 
-async def test_internal_errors_are_masked_and_logged(rivet_node, caplog):
-    client = AsyncClient()
+@pytest.mark.parametrize("client_kind", list(CLIENTS))
+async def test_internal_errors_are_masked_and_logged(rivet_node, caplog, client_kind):
+    client = CLIENTS[client_kind]()
     for encoding in ("json", "cbor", "bare"):
         response = await call(client, "errors", "internal", [], encoding=encoding)
         assert response.status_code == 500
@@ -201,8 +223,9 @@ async def test_internal_errors_are_masked_and_logged(rivet_node, caplog):
     assert "hunter2" in caplog.text
 
 
-async def test_non_serializable_result_and_state(rivet_node):
-    client = AsyncClient()
+@pytest.mark.parametrize("client_kind", list(CLIENTS))
+async def test_non_serializable_result_and_state(rivet_node, client_kind):
+    client = CLIENTS[client_kind]()
     response = await call(client, "errors", "bad_output", [], key="ser")
     assert response.status_code == 500 and body_of(response)["code"] == "internal_error"
     response = await call(client, "errors", "bad_state", [], key="ser")
