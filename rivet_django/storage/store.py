@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,8 +41,9 @@ def _ms(value: datetime | None) -> int | None:
 def _record(row: dict[str, Any]) -> ActorRecord:
     return ActorRecord(
         actor_id=row["id"],
-        namespace=row["namespace"],
-        name=row["name"],
+        # Shared by many actors: one string each, not one per awake actor.
+        namespace=sys.intern(row["namespace"]),
+        name=sys.intern(row["name"]),
         key=tuple(row["key"]),
         created_ms=_ms(row["created_at"]) or 0,
         started_ms=_ms(row["started_at"]),
@@ -214,6 +216,7 @@ class DjangoActorStore(ActorStore):
             return None
         if not updated:
             raise ActorStopping(f"Actor {actor_id} is owned by node {row['node']!r}")
+        row["id"] = actor_id  # the caller's string, kept by the awake actor: not a second copy
         return ClaimedActor(
             record=_record(row),
             generation=row["generation"],
