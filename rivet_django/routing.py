@@ -55,8 +55,9 @@ class _ActorURLConf:
     """The actor API's routes alone, mounted at ``prefix``, gateway routes first.
 
     The handler resolves its requests against this rather than the project's URLconf:
-    the hot routes (an action call) match first instead of after every manager route.
-    Gateway routes start with ``gateway/``, so moving them ahead changes no match.
+    gateway routes (queue sends, metadata, raw requests) match first instead of after
+    every manager route. They all start with ``gateway/``, so moving them ahead changes
+    no match. (Action calls do not get here: see ``get_response_async``.)
     """
 
     def __init__(self, prefix: str) -> None:
