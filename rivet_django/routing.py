@@ -18,13 +18,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpResponse
 from django.urls import include, path, set_script_prefix
-from django.utils.log import log_response
 
 from .headers import header
 from .origins import cors_origin
@@ -77,32 +75,26 @@ class ActorHTTPHandler(ASGIHandler):
         #: The hottest route, a stateless action call, goes straight to the gateway.
         self._action_route = re.compile(rf"^{re.escape(base)}gateway/(?P<target>[^/]+)/action/(?P<name>[^/]+)$")
 
-    async def get_response_async(self, request: Any) -> Any:
-        """Action calls skip URL resolution and the API framework (the route and its
-        errors are the same as through them); everything else goes through Django."""
+    async def _respond(self, request: Any) -> Any:
+        """The view step of the handler. Action calls go straight to the gateway, with the
+        API's error handling (their route and errors are the same as through it); every
+        other request is resolved and served by Django and django-ninja."""
         match = self._action_route.match(request.path_info) if request.method == "POST" else None
         if match is None:
-            return await super().get_response_async(request)
+            return await self._get_response_async(request)  # type: ignore[attr-defined]
         from .api.gateway import call_action
         from .api.main import api
 
-        response: Any
         try:
-            response = await call_action(request, match["target"], match["name"])
+            return await call_action(request, match["target"], match["name"])
         except Exception as exc:
-            response = api.on_exception(request, exc)
-        response._resource_closers.append(request.close)
-        if response.status_code >= 400:
-            await sync_to_async(log_response, thread_sensitive=False)(
-                "%s: %s", response.reason_phrase, request.path, response=response, request=request
-            )
-        return response
+            return api.on_exception(request, exc)
 
     def load_middleware(self, is_async: bool = False) -> None:
         self._view_middleware: list[Any] = []
         self._template_response_middleware: list[Any] = []
         self._exception_middleware: list[Any] = []
-        self._middleware_chain = convert_exception_to_response(self._get_response_async)  # type: ignore[attr-defined]
+        self._middleware_chain = convert_exception_to_response(self._respond)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         try:
