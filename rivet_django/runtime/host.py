@@ -261,7 +261,7 @@ class ActorRuntime:
         params: Any,
         request: Any,
     ) -> Any:
-        if not inst.has_connect_hooks:
+        if not inst.definition.has_connect_hooks:
             return await inst.call_action(name, args, kwargs, conn=Conn(params))
         # PROTOCOL.md section 6: a short-lived connection runs the connect hooks.
         inst._begin_turn()

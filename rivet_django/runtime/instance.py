@@ -406,10 +406,6 @@ class ActorInstance:
         except Exception:
             self.log.exception("on_disconnect raised")
 
-    @property
-    def has_connect_hooks(self) -> bool:
-        return self.definition.has_connect_hooks
-
     def current_conn(self) -> Conn | None:
         current = _current_conn.get()
         if current is None or current[0] is not self:

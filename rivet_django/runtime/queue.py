@@ -451,7 +451,7 @@ class ActorQueueAPI:
         spec = self._check_name(name)
         inst._begin_turn()
         try:
-            if inst.has_connect_hooks or (spec is not None and spec.can_publish is not None):
+            if inst.definition.has_connect_hooks or (spec is not None and spec.can_publish is not None):
                 await self._authorize(name, spec, params, request)
             waiter: asyncio.Future[SendResult] | None = None
 
@@ -468,7 +468,7 @@ class ActorQueueAPI:
     async def _authorize(self, name: str, spec: QueueSpec | None, params: Any, request: Any) -> None:
         inst = self._instance
         # Like a stateless action call (PROTOCOL.md section 6): a short-lived connection runs the connect hooks.
-        hooks = inst.has_connect_hooks
+        hooks = inst.definition.has_connect_hooks
         conn = await inst.open_conn(params, request=request) if hooks else Conn(params, request=request)
         try:
             if spec is not None and spec.can_publish is not None:
