@@ -420,14 +420,19 @@ async def test_divergence_stops_the_workflow(transactional_db, caplog):
 # -- join and race ---------------------------------------------------------------------------
 
 
-async def test_join_and_race(rivet_node):
-    actor_id = await make(rivet_node, "wfJoin", ["jr"])
+async def join_and_race_done(node, actor_id: str) -> Any:
+    """The wfJoin actor's progress once its race (its last step) has a winner."""
 
     async def finished() -> Any:
-        state = await call(rivet_node, actor_id, "progress")
+        state = await call(node, actor_id, "progress")
         return state if state["race"] is not None else None
 
-    state = await eventually(finished)
+    return await eventually(finished)
+
+
+async def test_join_and_race(rivet_node):
+    actor_id = await make(rivet_node, "wfJoin", ["jr"])
+    state = await join_and_race_done(rivet_node, actor_id)
     assert state["join"] == {"left": 2, "right": 3}
     assert state["race"] == ["fast", "f"]
     async def recorded() -> bool:
@@ -552,12 +557,7 @@ async def test_concurrent_branches_write_one_at_a_time(rivet_node, monkeypatch):
 
     monkeypatch.setattr(DjangoWorkflowStore, "write", slow_write)
     actor_id = await make(rivet_node, "wfJoin", ["serial"])
-
-    async def finished() -> Any:
-        state = await call(rivet_node, actor_id, "progress")
-        return state if state["race"] is not None else None
-
-    state = await eventually(finished)
+    state = await join_and_race_done(rivet_node, actor_id)
     assert state["join"] == {"left": 2, "right": 3}
     assert most == 1
 
