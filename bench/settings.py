@@ -13,10 +13,8 @@ from demo_project.settings import INSTALLED_APPS, RIVET
 
 INSTALLED_APPS = [*INSTALLED_APPS, "bench.benchapp"]
 
-# Small, so actors with a short Meta.sleep_timeout fall asleep on time.
 RIVET = {
     **RIVET,
-    "IDLE_CHECK_INTERVAL": 0.1,
     # Per-actor SQLite files (none of the bench actors use self.db) next to the run's database.
     "DB_DIR": os.environ.get("RIVET_BENCH_DB_DIR") or None,
 }

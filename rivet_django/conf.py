@@ -52,7 +52,6 @@ DEFAULTS: dict[str, Any] = {
     # Threads that run ORM work for the runtime. SQLite has one writer: keep 1.
     "DB_THREADS": 1,
     # How often the runtime looks for idle actors to put to sleep (seconds).
-    "IDLE_CHECK_INTERVAL": 0.5,
     # Limits (PROTOCOL.md section 10).
     "MAX_INCOMING_MESSAGE_SIZE": 64 * 1024,
     "MAX_OUTGOING_MESSAGE_SIZE": 1024 * 1024,

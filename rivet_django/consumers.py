@@ -24,8 +24,10 @@ from django.http import QueryDict
 from . import protocol
 from .conf import rivet_settings
 from .exceptions import (
+    INTERNAL_ERROR_GROUP,
     INTERNAL_ERROR_MESSAGE,
     ActorNotFound,
+    Forbidden,
     IncomingTooLong,
     OutgoingTooLong,
     PublicError,
@@ -82,7 +84,10 @@ def _target(scope: dict[str, Any], subprotocols: dict[str, str]) -> GatewayTarge
     headers = {}
     if segment is None:
         # Header form over WebSocket: subprotocols rivet_target.actor + rivet_actor.{id}.
-        headers = {"x-rivet-target": subprotocols.get("rivet_target", ""), "x-rivet-actor": subprotocols.get("rivet_actor", "")}
+        headers = {
+            "x-rivet-target": subprotocols.get("rivet_target", ""),
+            "x-rivet-actor": subprotocols.get("rivet_actor", ""),
+        }
     return parse_gateway_target(segment, query, headers, rivet_settings.NAMESPACE)
 
 
@@ -198,6 +203,12 @@ class ActorConnectConsumer(_GatewaySocket):
 
             actor_id, conn = await node.router.with_actor(target, open_conn)
             self.conn = conn
+        except ActorNotFound as exc:
+            # As RivetKit's gateway: no Error frame, only the close whose reason the official
+            # client parses (a get/getOrCreate handle then resolves its key again and retries).
+            self.closing = True
+            await self.close(code=CLOSE_ERROR, reason=f"{exc.group}.{exc.code}")
+            return
         except Exception as exc:
             await self.refuse(self.error_message(exc, None))
             return
@@ -214,7 +225,7 @@ class ActorConnectConsumer(_GatewaySocket):
             return protocol.ErrorMessage(exc.group, exc.code, exc.message, exc.metadata, action_id)
         if not (isinstance(exc, RivetError) and exc.public):
             logger.error("Internal error on connection %s", getattr(self.conn, "id", "?"), exc_info=exc)
-        return protocol.ErrorMessage("actor", "internal_error", INTERNAL_ERROR_MESSAGE, None, action_id)
+        return protocol.ErrorMessage(INTERNAL_ERROR_GROUP, "internal_error", INTERNAL_ERROR_MESSAGE, None, action_id)
 
     # -- incoming ------------------------------------------------------------------
 
@@ -243,6 +254,10 @@ class ActorConnectConsumer(_GatewaySocket):
         else:
             try:
                 await self.runtime.subscribe(self.conn, message.event_name, message.subscribe)
+            except Forbidden as exc:
+                # RivetKit closes the connection on a refused subscription (no Error frame),
+                # after the frames already produced.
+                await _ConnectionSink(self).close(f"{exc.group}.{exc.code}")
             except Exception as exc:
                 self.enqueue(self.error_message(exc, None))
 
@@ -353,6 +368,7 @@ class RawWebSocket:
         self.headers = request.headers
         self.request = request
         self._incoming: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        self._closed_event = asyncio.Event()
         self.closed = False
         #: Set by the runtime: commits state changes before the next message is handed out.
         self.before_receive: Any = None
@@ -388,10 +404,22 @@ class RawWebSocket:
             self.closed = True
             await self._consumer.close(code=code, reason=reason or None)
             self._incoming.put_nowait(None)
+            self._closed_event.set()
+
+    async def wait_closed(self) -> None:
+        """Until either side closed the socket."""
+        await self._closed_event.wait()
 
 
 class RawWebSocketConsumer(_GatewaySocket):
-    """``.../websocket/{path}``: the actor's ``on_websocket`` owns the socket."""
+    """``.../websocket/{path}``: the actor's ``on_websocket`` owns the socket.
+
+    Like RivetKit, the socket is a connection: ``on_before_connect`` (params from the
+    ``rivet_conn_params.*`` subprotocol), ``create_conn_state`` and ``on_connect`` run
+    before it is accepted, ``on_disconnect`` after it ends. A refusal accepts, then closes
+    1011 with ``group.code``. An actor without ``on_websocket`` keeps the socket open and
+    silent.
+    """
 
     async def connect(self) -> None:
         if not self.origin_ok():
@@ -399,28 +427,33 @@ class RawWebSocketConsumer(_GatewaySocket):
             return
         self.ws: RawWebSocket | None = None
         self.handler: asyncio.Task[Any] | None = None
+        # Browsers and Node's ws drop a handshake that selects none of the offered subprotocols.
+        subprotocol = "rivet" if "rivet" in (self.scope.get("subprotocols") or []) else None
+        path = "/" + (self.scope.get("url_route", {}).get("kwargs", {}).get("path") or "").lstrip("/")
+        request = ConnectRequest(self.scope, path=path)
         try:
             node = await started_node()
             subprotocols = _subprotocol_values(self.scope)
+            raw_params = subprotocols.get("rivet_conn_params")
+            params = parse_conn_params(
+                unquote(raw_params) if raw_params else None, int(rivet_settings.MAX_CONN_PARAMS_SIZE)
+            )
             target = _target(self.scope, subprotocols)
-            actor_id = await target.resolve(node.router)
-            inst = await node.runtime.instance(actor_id)
-            hook = inst.definition.hook("on_websocket")
-            if hook is None:
-                raise ActorNotFound(f"Actor {inst.definition.name!r} has no on_websocket handler")
+
+            async def open_socket(actor_id: str) -> Any:
+                return await node.runtime.open_raw_websocket(actor_id, params, request)
+
+            _, (inst, conn) = await node.router.with_actor(target, open_socket)
         except Exception as exc:
-            reason = f"{exc.group}.{exc.code}" if isinstance(exc, PublicError) else "actor.internal_error"
+            reason = f"{exc.group}.{exc.code}" if isinstance(exc, PublicError) else "rivetkit.internal_error"
             if not isinstance(exc, PublicError):
                 logger.exception("Raw WebSocket upgrade failed")
-            await self.accept()
+            await self.accept(subprotocol=subprotocol)
             await self.close(code=CLOSE_ERROR, reason=reason)
             return
-        subprotocol = "rivet" if "rivet" in (self.scope.get("subprotocols") or []) else None
         await self.accept(subprotocol=subprotocol)
-        path = "/" + self.scope.get("url_route", {}).get("kwargs", {}).get("path", "").lstrip("/")
-        request = ConnectRequest(self.scope, path=path)
         self.ws = RawWebSocket(self, path, request)
-        self.handler = asyncio.get_running_loop().create_task(node.runtime.run_websocket(actor_id, self.ws, request))
+        self.handler = asyncio.get_running_loop().create_task(node.runtime.run_websocket(inst, self.ws, request, conn))
         self.handler.add_done_callback(self._handler_done)
 
     def _handler_done(self, task: asyncio.Task[Any]) -> None:
@@ -439,3 +472,4 @@ class RawWebSocketConsumer(_GatewaySocket):
         if self.ws is not None:
             self.ws.closed = True
             self.ws._incoming.put_nowait(None)
+            self.ws._closed_event.set()

@@ -256,18 +256,22 @@ class Actor:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        # Declarations come off every class, abstract ones included: a plain ``state``
+        # attribute left on a class would hide the ``state`` property below and be one
+        # dict shared by every actor.
+        _take_declarations(cls)
         meta = cls.__dict__.get("Meta")
-        abstract = bool(meta is not None and getattr(meta, "abstract", False))
-        if abstract:
+        # ``abstract`` is never inherited (a ``class Meta(Base.Meta)`` is concrete).
+        if meta is not None and vars(meta).get("abstract", False):
             return
-        options = ActorOptions.from_meta(meta, default_actor_name(cls.__name__))
+        options = ActorOptions.from_meta(_merged_meta(cls), default_actor_name(cls.__name__))
         definition = ActorDefinition(
             cls=cls,
             options=options,
             actions=_collect_actions(cls),
-            initial_state=_pop_class_value(cls, "state"),
-            initial_vars=_pop_class_value(cls, "vars"),
-            initial_conn_state=_pop_class_value(cls, "conn_state"),
+            initial_state=_declared(cls, "state"),
+            initial_vars=_declared(cls, "vars"),
+            initial_conn_state=_declared(cls, "conn_state"),
             events=dict(_inherited_value(cls, "events") or {}),
             queues=dict(_inherited_value(cls, "queues") or {}),
         )
@@ -302,26 +306,26 @@ class Actor:
     #: Set by ``@workflow``: state and client are only for steps in the workflow's body.
     _rivet_is_workflow = False
 
-    def _check_workflow_effects(self) -> None:
+    def _check_workflow_effects(self, feature: str) -> None:
         if self._rivet_is_workflow:
             from .workflow import check_effects_allowed
 
-            check_effects_allowed()
+            check_effects_allowed(feature)
 
     @property
     def state(self) -> Any:
         """Durable state, persisted after every action that changes it."""
         if not self._rivet.definition.has_state:
             raise StateNotEnabled()
-        self._check_workflow_effects()
+        self._check_workflow_effects("state")
         return self._rivet.state
 
     @state.setter
     def state(self, value: Any) -> None:
         if not self._rivet.definition.has_state:
             raise StateNotEnabled()
-        self._check_workflow_effects()
-        self._rivet.state = value
+        self._check_workflow_effects("state")
+        self._rivet.assign_state(value)
 
     @property
     def vars(self) -> Any:
@@ -352,12 +356,12 @@ class Actor:
 
     @prevent_sleep.setter
     def prevent_sleep(self, value: bool) -> None:
-        self._rivet.prevent_sleep = bool(value)
+        self._rivet.set_prevent_sleep(bool(value))
 
     @property
     def aborted(self) -> bool:
         """True once the actor has started stopping (sleep or destroy)."""
-        return self._rivet.abort_event.is_set()
+        return self._rivet.aborted
 
     @property
     def abort_event(self) -> Any:
@@ -369,8 +373,9 @@ class Actor:
         return self._rivet.keep_awake(aw)
 
     def wait_until(self, aw: Awaitable[Any]) -> Any:
-        """Alias of :meth:`keep_awake` (RivetKit's name)."""
-        return self._rivet.keep_awake(aw)
+        """Run ``aw`` in the background; stopping waits for it (within the grace period), but
+        it does not keep the actor awake (RivetKit's ``waitUntil``)."""
+        return self._rivet.wait_until(aw)
 
     # -- connections and events -------------------------------------------------
 
@@ -415,10 +420,11 @@ class Actor:
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
         return self._rivet.log
 
-    def client(self) -> Any:
-        """An async client for calling other actors, routed in-process."""
-        self._check_workflow_effects()
-        return self._rivet.client()
+    def client(self, namespace: str | None = None) -> Any:
+        """An async client for calling other actors, in this actor's namespace unless
+        ``namespace`` names another."""
+        self._check_workflow_effects("client")
+        return self._rivet.client(namespace)
 
     def __repr__(self) -> str:
         binding = getattr(self, "_rivet", None)
@@ -427,30 +433,60 @@ class Actor:
         return f"<{type(self).__name__} {binding.definition.name} key={list(binding.key)} id={binding.actor_id}>"
 
 
-def _pop_class_value(cls: type, attr: str) -> Any:
-    """Take a declarative class attribute (``state = {...}``) off the class.
+#: Class attributes that declare initial values; moved off the class into its declarations.
+_DECLARED_VALUES = ("state", "vars", "conn_state")
 
-    The base class exposes ``state``/``vars`` as properties reading the live
-    values; a subclass's plain attribute would shadow them, so it is moved into
-    the definition. A concrete parent's value was moved into *its* definition,
-    so inheritance reads it from there.
+#: Meta options that name one class and are never inherited.
+_PER_CLASS_OPTIONS = frozenset({"abstract", "name", "display_name"})
+
+
+def _take_declarations(cls: type) -> None:
+    """Move ``state = {...}`` (and ``vars``, ``conn_state``) off ``cls`` into
+    ``cls._rivet_declarations``, where :func:`_declared` finds them through the MRO.
+
+    The base class exposes these names as properties reading the live per-actor
+    values; a plain class attribute would shadow them for the class and all its
+    subclasses. A property the user wrote stays (it declares nothing).
     """
+    found: dict[str, Any] = {}
+    for attr in _DECLARED_VALUES:
+        value = cls.__dict__.get(attr, _UNSET)
+        if value is _UNSET or isinstance(value, property):
+            continue
+        found[attr] = value
+        delattr(cls, attr)
+    cls._rivet_declarations = found  # type: ignore[attr-defined]
+
+
+def _declared(cls: type, attr: str) -> Any:
+    """The nearest declaration of ``attr`` in the MRO (each actor deep-copies it)."""
     for klass in cls.__mro__:
         if klass is Actor:
             break
-        if attr in klass.__dict__:
-            value = klass.__dict__[attr]
-            if isinstance(value, property):
-                return _UNSET
-            if klass is cls:
-                delattr(cls, attr)
-            return value
-        parent_def: ActorDefinition | None = klass.__dict__.get("_rivet_definition")
-        if klass is not cls and parent_def is not None:
-            inherited = getattr(parent_def, f"initial_{attr}")
-            if inherited is not _UNSET:
-                return inherited
+        if isinstance(klass.__dict__.get(attr), property):
+            return _UNSET
+        declarations: dict[str, Any] = klass.__dict__.get("_rivet_declarations", {})
+        if attr in declarations:
+            return declarations[attr]
     return _UNSET
+
+
+def _merged_meta(cls: type) -> type | None:
+    """One ``Meta`` holding the options of every ``Meta`` in the MRO, nearest first;
+    ``name``, ``display_name`` and ``abstract`` only from the class's own ``Meta``."""
+    values: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is Actor or not issubclass(klass, Actor):
+            continue
+        meta = klass.__dict__.get("Meta")
+        if meta is None:
+            continue
+        for attr, value in vars(meta).items():
+            if attr.startswith("_") or (klass is not cls and attr in _PER_CLASS_OPTIONS):
+                continue
+            values[attr] = value
+    values.pop("abstract", None)
+    return type("Meta", (), values) if values else None
 
 
 def _inherited_value(cls: type, attr: str) -> Any:
@@ -470,13 +506,9 @@ def _collect_actions(cls: type) -> dict[str, ActionSpec]:
                 continue
             # A subclass overriding the method without @action keeps it an action.
             actions = {k: v for k, v in actions.items() if v.attr != attr}
-            actions[public_name] = ActionSpec(
-                name=public_name, attr=attr, is_async=inspect.iscoroutinefunction(func)
-            )
+            actions[public_name] = ActionSpec(name=public_name, attr=attr, is_async=inspect.iscoroutinefunction(func))
     # Overrides without the decorator: re-check async-ness on the final attribute.
     for public_name, spec in list(actions.items()):
         final = getattr(cls, spec.attr)
-        actions[public_name] = ActionSpec(
-            name=public_name, attr=spec.attr, is_async=inspect.iscoroutinefunction(final)
-        )
+        actions[public_name] = ActionSpec(name=public_name, attr=spec.attr, is_async=inspect.iscoroutinefunction(final))
     return actions

@@ -5,10 +5,12 @@ pair and carries the HTTP status it is served with::
 
     RivetError                      (group, code, status_code; internal by default)
      +-- PublicError                 shown to callers as is
-     |    +-- UserError              group "user", raised by actor code
+     |    +-- UserError              user.<code>, raised by actor code  500
      |    +-- InvalidRequest         actor.invalid_request          400
      |    +-- InvalidEncoding        encoding.invalid               400
      |    +-- ActorNotFound          actor.not_found                404
+     |    |    +-- ActorGone          (the resolved actor was destroyed: resolve the key again)
+     |    |    +-- NoRequestHandler   (raw HTTP to an actor without on_request: a bare 404)
      |    +-- ActionNotFound         actor.action_not_found         404
      |    +-- MethodNotAllowed       actor.method_not_allowed       405
      |    +-- ActionTimedOut         actor.action_timed_out         408
@@ -19,6 +21,7 @@ pair and carries the HTTP status it is served with::
      |    +-- Forbidden              auth.forbidden                 403
      |    +-- StateNotEnabled        actor.state_not_enabled        400
      |    +-- StateNotSerializable   state.not_serializable         500
+     |    +-- StateMutationReentrant actor.state_mutation_reentrant 500
      |    +-- InvalidSchedule        schedule.invalid               400
      |    +-- TooManySchedules       schedule.limit_exceeded        400
      |    +-- ActorStopping          actor.stopping                 503
@@ -33,10 +36,10 @@ pair and carries the HTTP status it is served with::
      |    +-- WorkflowHistoryDivergence workflow.history_divergence 500
      |    +-- WorkflowOutsideStep    workflow.outside_step          500
      |    +-- WorkflowStepFailed     workflow.step_failed           500
-     +-- InternalError               actor.internal_error, masked
+     +-- InternalError               rivetkit.internal_error, masked  500
 
 Anything that is not a :class:`PublicError` is masked on the wire as
-``actor.internal_error`` with the message "An internal error occurred".
+``rivetkit.internal_error`` with the message "An internal error occurred".
 """
 
 from __future__ import annotations
@@ -44,10 +47,12 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "INTERNAL_ERROR_GROUP",
     "INTERNAL_ERROR_MESSAGE",
     "ActionNotFound",
     "ActionTimedOut",
     "ActorAborted",
+    "ActorGone",
     "ActorNotFound",
     "ActorStopping",
     "AlreadyRegistered",
@@ -61,6 +66,7 @@ __all__ = [
     "InvalidSchedule",
     "LostOwnership",
     "MethodNotAllowed",
+    "NoRequestHandler",
     "OutgoingTooLong",
     "PublicError",
     "QueueAlreadyCompleted",
@@ -69,6 +75,7 @@ __all__ = [
     "QueueNotDeclared",
     "QueuePreviousMessageNotCompleted",
     "RivetError",
+    "StateMutationReentrant",
     "StateNotEnabled",
     "StateNotSerializable",
     "TooManySchedules",
@@ -80,6 +87,10 @@ __all__ = [
 ]
 
 INTERNAL_ERROR_MESSAGE = "An internal error occurred"
+
+#: Group of a masked internal error: RivetKit 2.3.19 answers ``rivetkit.internal_error`` for an
+#: exception thrown by actor code (the runtime's own are ``core.internal_error``).
+INTERNAL_ERROR_GROUP = "rivetkit"
 
 
 class RivetError(Exception):
@@ -127,9 +138,11 @@ class PublicError(RivetError):
 
 
 class UserError(PublicError):
-    """Raised by actor code to send a message, code and metadata to the caller."""
+    """Raised by actor code to send a message, code and metadata to the caller (HTTP 500, as
+    RivetKit 2.3.19 answers it)."""
 
     group = "user"
+    status_code = 500
 
     def __init__(self, message: str, code: str = "user_error", metadata: Any = None) -> None:
         super().__init__(message, code=code, metadata=metadata)
@@ -150,6 +163,18 @@ class ActorNotFound(PublicError):
     code = "not_found"
     status_code = 404
     default_message = "Actor not found"
+
+
+class ActorGone(ActorNotFound):
+    """The actor an address resolved to does not exist (any more): a key names a new actor
+    once the old one is destroyed, so the gateway may resolve it again. Raised by the
+    runtime only, never for ``ActorNotFound`` raised by actor code."""
+
+    default_message = "The actor does not exist or was destroyed."
+
+
+class NoRequestHandler(ActorNotFound):
+    """Raw HTTP (``.../request/...``) to an actor that has no ``on_request``."""
 
 
 class ActionNotFound(PublicError):
@@ -212,6 +237,14 @@ class StateNotSerializable(PublicError):
     status_code = 500
 
 
+class StateMutationReentrant(PublicError):
+    """The state was mutated inside ``on_state_change`` (not applied: the hook must not re-trigger itself)."""
+
+    code = "state_mutation_reentrant"
+    status_code = 500
+    default_message = "State mutations are not allowed inside on_state_change."
+
+
 class InvalidSchedule(PublicError):
     """``self.schedule`` was given something it cannot schedule; nothing was stored."""
 
@@ -239,7 +272,7 @@ class ActorAborted(PublicError):
 
     code = "aborted"
     status_code = 503
-    default_message = "The actor is stopping; the wait was aborted"
+    default_message = "Actor aborted"
 
 
 class LostOwnership(PublicError):
@@ -333,5 +366,5 @@ def public_error_of(exc: BaseException) -> PublicError:
     """The error a caller may see for ``exc``: itself if public, else masked."""
     if isinstance(exc, PublicError):
         return exc
-    masked = PublicError(INTERNAL_ERROR_MESSAGE, group="actor", code="internal_error", status_code=500)
+    masked = PublicError(INTERNAL_ERROR_MESSAGE, group=INTERNAL_ERROR_GROUP, code="internal_error", status_code=500)
     return masked

@@ -32,9 +32,7 @@ def default_node_id(port: int | None = None) -> str:
 class LocalNode:
     """The runtime and router of this process."""
 
-    def __init__(
-        self, *, node_id: str | None = None, address: str = "", clock: Clock | None = None
-    ) -> None:
+    def __init__(self, *, node_id: str | None = None, address: str = "", clock: Clock | None = None) -> None:
         from . import __version__
         from .broadcast import make_publisher
         from .storage.store import DjangoActorStore
@@ -74,11 +72,11 @@ class LocalNode:
         await self.store.close()
 
 
-def _local_client(runtime: ActorRuntime) -> Any:
+def _local_client(runtime: ActorRuntime, namespace: str) -> Any:
     from .client import AsyncClient
     from .client.local import LocalTransport
 
-    return AsyncClient(transport=LocalTransport(node=_node))
+    return AsyncClient(transport=LocalTransport(namespace=namespace, node=_node))
 
 
 _node: LocalNode | None = None

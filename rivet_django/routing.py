@@ -74,19 +74,35 @@ class ActorHTTPHandler(ASGIHandler):
         base = "/" + prefix.strip("/") + "/"
         #: The hottest route, a stateless action call, goes straight to the gateway.
         self._action_route = re.compile(rf"^{re.escape(base)}gateway/(?P<target>[^/]+)/action/(?P<name>[^/]+)$")
+        #: Raw HTTP takes every method, HEAD and extension methods included (RivetKit), which
+        #: a routed view cannot declare: direct/query form, then the header form.
+        self._raw_route = re.compile(rf"^{re.escape(base)}gateway/(?P<target>[^/]+)/request(?:/(?P<path>.*))?$")
+        self._raw_header_route = re.compile(rf"^{re.escape(base)}request(?:/(?P<path>.*))?$")
 
     async def _respond(self, request: Any) -> Any:
-        """The view step of the handler. Action calls go straight to the gateway, with the
-        API's error handling (their route and errors are the same as through it); every
-        other request is resolved and served by Django and django-ninja."""
-        match = self._action_route.match(request.path_info) if request.method == "POST" else None
-        if match is None:
-            return await self._get_response_async(request)  # type: ignore[attr-defined]
-        from .api.gateway import call_action
+        """The view step of the handler. Action calls and raw requests go straight to the
+        gateway, with the API's error handling (their routes and errors are the same as
+        through it); every other request is resolved and served by Django and django-ninja."""
+        path = request.path_info
+        if request.method == "POST" and (match := self._action_route.match(path)) is not None:
+            from .api.gateway import call_action
+
+            return await self._serve(request, call_action(request, match["target"], match["name"]))
+        if "/request" in path:
+            from .api.gateway import raw_request
+
+            if (match := self._raw_route.match(path)) is not None:
+                return await self._serve(request, raw_request(request, match["target"], match["path"] or ""))
+            if (match := self._raw_header_route.match(path)) is not None and header(request, "x-rivet-target") == "actor":
+                return await self._serve(request, raw_request(request, None, match["path"] or ""))
+        return await self._get_response_async(request)  # type: ignore[attr-defined]
+
+    @staticmethod
+    async def _serve(request: Any, response: Any) -> Any:
         from .api.main import api
 
         try:
-            return await call_action(request, match["target"], match["name"])
+            return await response
         except Exception as exc:
             return api.on_exception(request, exc)
 
@@ -108,8 +124,9 @@ class ActorHTTPHandler(ASGIHandler):
                 request.urlconf = self.urlconf  # type: ignore[assignment]  # a module-like object
             origin = header(request, "origin") if request is not None else None
             allow_origin = cors_origin(origin)
-            if request is not None and request.method == "OPTIONS" and origin:
-                response: Any = HttpResponse(status=204 if allow_origin else 403)
+            if request is not None and request.method == "OPTIONS" and (origin or "/gateway/" in request.path_info):
+                # Preflights, and (as RivetKit's gateway) every OPTIONS to an actor: never on_request.
+                response: Any = HttpResponse(status=204 if allow_origin or not origin else 403)
                 if allow_origin:
                     requested = header(request, "access-control-request-headers")
                     response["Access-Control-Allow-Methods"] = _CORS_ALLOW_METHODS

@@ -59,6 +59,8 @@ from .definition import action
 from .exceptions import (
     ActorAborted,
     InvalidRequest,
+    QueueAlreadyCompleted,
+    QueuePreviousMessageNotCompleted,
     WorkflowHistoryDivergence,
     WorkflowOutsideStep,
     WorkflowStepFailed,
@@ -73,10 +75,13 @@ if TYPE_CHECKING:
 __all__ = [
     "END_LOCATION",
     "WAKE_ACTION",
+    "CriticalError",
     "Loop",
     "LoopContext",
     "RecordedMessage",
+    "StepFailure",
     "StepResult",
+    "TryResult",
     "WorkflowContext",
     "backoff_delay",
     "in_step",
@@ -108,10 +113,12 @@ def in_step() -> bool:
     return _IN_STEP.get()
 
 
-def check_effects_allowed() -> None:
-    """Raise if called in a workflow's body outside a step (replay would repeat the effect)."""
+def check_effects_allowed(feature: str) -> None:
+    """Raise if ``feature`` (``"state"``, ``"client"``) is used in a workflow's body outside
+    a step (replay would repeat the effect); RivetKit's text: "state is only available inside
+    workflow steps"."""
     if _IN_BODY.get() and not _IN_STEP.get():
-        raise WorkflowOutsideStep()
+        raise WorkflowOutsideStep(f"{feature} is only available inside workflow steps")
 
 
 # -- public helpers ------------------------------------------------------------------------
@@ -140,26 +147,96 @@ class Loop:
         return f"Loop.{'break_' if self.is_break else 'continue_'}({self.value!r})"
 
 
+class CriticalError(Exception):
+    """Raised by a step's function: the step fails at once, without retries (RivetKit's
+    ``CriticalError``; ``try_step`` reports it as kind ``"critical"``)."""
+
+
+@dataclass(frozen=True)
+class StepFailure:
+    """Why a step failed for good (RivetKit's ``TryStepFailure``).
+
+    ``kind`` is ``"exhausted"`` (every attempt raised), ``"timeout"`` (the last attempt
+    timed out) or ``"critical"`` (a :class:`CriticalError`); ``error`` is
+    ``{"name": ..., "message": ...}`` of the last exception.
+    """
+
+    kind: str
+    step_name: str
+    attempts: int
+    error: dict[str, str]
+
+    @property
+    def message(self) -> str:
+        return self.error.get("message", "")
+
+
 @dataclass(frozen=True)
 class StepResult:
-    """What ``ctx.try_step`` returns: ``ok`` and ``value``, or ``error`` (text) once retries are exhausted."""
+    """What ``ctx.try_step`` returns: ``ok`` and ``value``, or ``failure`` once the step failed
+    for good. ``kind``, ``message`` and ``attempts`` read the failure's fields directly."""
 
     ok: bool
     value: Any = None
-    error: str = ""
+    failure: StepFailure | None = None
     attempts: int = 0
+
+    @property
+    def kind(self) -> str | None:
+        return None if self.failure is None else self.failure.kind
+
+    @property
+    def message(self) -> str | None:
+        return None if self.failure is None else self.failure.message
+
+    @property
+    def error(self) -> str:
+        """``"Name: message"`` of the failure (empty when ok)."""
+        if self.failure is None:
+            return ""
+        return _join_error(self.failure.error)
 
 
 @dataclass(frozen=True)
+class TryResult:
+    """What ``ctx.try_`` returns: ``ok`` and ``value``, or ``failure`` =
+    ``{"source": "step" | "join" | "race" | "block", "name", "error": {"name", "message"},
+    "step"?: {...}}`` (RivetKit's ``ctx.try``)."""
+
+    ok: bool
+    value: Any = None
+    failure: dict[str, Any] | None = None
+
+
+@dataclass
 class RecordedMessage:
-    """A queue message as ``ctx.queue.next`` recorded it (it is already consumed)."""
+    """A queue message as ``ctx.queue.next`` recorded it (it left storage with its entry).
+
+    For a ``completable`` message, ``await complete(response)`` answers a sender waiting
+    with ``wait=True`` (``{"status": "completed", "response": ...}``); until then a
+    further ``ctx.queue.next`` raises ``queue.previous_message_not_completed``. A message
+    that is not completable was acknowledged when it was recorded (its waiting sender
+    heard ``completed``); ``complete`` does nothing then.
+    """
 
     id: int
     name: str
     body: Any
+    completable: bool = False
+    _engine: Any = None
+    _completed: bool = False
 
     async def complete(self, response: Any = None) -> None:
-        """No-op: a workflow's message is acknowledged when its entry is recorded."""
+        if not self.completable or self._engine is None:
+            return
+        if self._completed:
+            raise QueueAlreadyCompleted()
+        self._completed = True
+        self._engine.answer(self, response)
+
+    @property
+    def completed(self) -> bool:
+        return self._completed
 
 
 # -- the engine -----------------------------------------------------------------------------
@@ -179,6 +256,14 @@ class _Engine:
         self._write_lock = asyncio.Lock()
         self.nudge = asyncio.Event()
         self.on_error: Callable[..., Any] | None = None
+        #: Completable messages this run received and did not complete yet.
+        self.uncompleted: list[RecordedMessage] = []
+
+    def answer(self, message: RecordedMessage, response: Any) -> None:
+        """Answer the sender of a completable message (if one waits, in this process)."""
+        if message in self.uncompleted:
+            self.uncompleted.remove(message)
+        self.inst.queue.answer(message.id, response)
 
     async def load(self) -> None:
         self.history = await self.store.load(self.inst.actor_id)
@@ -306,8 +391,11 @@ class _Engine:
             else:
                 inst._submitted = state
         write = EntryWrite(record, state, pruned, consume_message, restore_messages)
+        written = asyncio.ensure_future(self.store.write(inst.actor_id, inst.generation, write))
+        # Events the step made go out once its entry (and the state with it) is durable.
+        inst._gate_unsettled(written)
         try:
-            await self.store.write(inst.actor_id, inst.generation, write)
+            await written
         except BaseException:
             if state is not None:
                 inst._submitted = None  # not durable: the next commit writes it again
@@ -362,7 +450,8 @@ class _Engine:
         aborted = asyncio.ensure_future(inst.abort_event.wait())
         nudged = asyncio.ensure_future(self.nudge.wait())
         try:
-            await asyncio.wait({aborted, nudged}, timeout=max(0.0, seconds), return_when=asyncio.FIRST_COMPLETED)
+            with inst.idle_wait():  # a durable sleep: the actor may sleep, a schedule wakes it
+                await asyncio.wait({aborted, nudged}, timeout=max(0.0, seconds), return_when=asyncio.FIRST_COMPLETED)
         finally:
             aborted.cancel()
             nudged.cancel()
@@ -426,10 +515,24 @@ async def _call(fn: Callable[..., Any], *args: Any) -> Any:
     return result
 
 
-def _error_text(exc: BaseException) -> str:
+def _error_info(exc: BaseException) -> dict[str, str]:
+    """``{"name", "message"}`` of an exception (RivetKit's ``WorkflowError``)."""
     if isinstance(exc, TimeoutError):
-        return "TimeoutError: the step timed out"
-    return f"{type(exc).__name__}: {exc}"[:2000]
+        return {"name": "TimeoutError", "message": "the step timed out"}
+    return {"name": type(exc).__name__, "message": str(exc)[:2000]}
+
+
+def _join_error(error: dict[str, str]) -> str:
+    """The stored form ``"Name: message"``."""
+    return f"{error.get('name', 'Error')}: {error.get('message', '')}"
+
+
+def _split_error(text: str) -> dict[str, str]:
+    """``"Name: message"`` back into its parts (RivetKit's ``parseStoredWorkflowError``)."""
+    name, sep, message = text.partition(": ")
+    if not sep or not name.isidentifier():
+        return {"name": "Error", "message": text}
+    return {"name": name, "message": message}
 
 
 # -- contexts --------------------------------------------------------------------------------
@@ -441,20 +544,26 @@ class _WorkflowQueue:
     def __init__(self, ctx: WorkflowContext) -> None:
         self._ctx = ctx
 
-    async def next(self, name: str, names: str | Iterable[str] | None = None) -> RecordedMessage:
+    async def next(
+        self, name: str, names: str | Iterable[str] | None = None, *, completable: bool = False
+    ) -> RecordedMessage:
         """The next message of ``names`` (all queues if None), waiting for one; recorded as entry ``name``.
 
-        The message is acknowledged in the same transaction that records it, so
+        The message leaves storage in the same transaction that records it, so
         after a crash the replay returns the same message and no other receive
-        gets it (a race's losing branch gives it back to the queue).
+        gets it (a race's losing branch gives it back to the queue). A
+        ``completable`` message's waiting sender is answered by its ``complete(response)``;
+        any other's when it is recorded.
         """
         ctx = self._ctx
         engine = ctx._engine
+        if completable and engine.uncompleted:
+            raise QueuePreviousMessageNotCompleted()
         loc, pos = ctx._enter(name, "queue")
         record = engine.visit(ctx._scope, pos, name, "queue")
         if record is not None and record.status == "completed":
             data = engine.decoded[loc]
-            return RecordedMessage(data["id"], data["name"], data["v"])
+            return RecordedMessage(data["id"], data["name"], data["v"], completable, engine)
         inst = engine.inst
         message = await inst.queue.next(names, completable=True)
         if message is None:  # only with a timeout or signal, which we do not pass
@@ -464,10 +573,18 @@ class _WorkflowQueue:
             # What a race that discards this entry needs to put the message back as it was.
             "a": message.attempts, "t": message.created_at.timestamp(),
         }
+        recorded = RecordedMessage(message.id, message.name, message.body, completable, engine)
+
+        async def on_commit() -> None:
+            # It left storage with the entry: it leaves the in-memory view too (even if this
+            # branch is cancelled meanwhile); its sender is answered now or by complete().
+            inst.queue.recorded(message, answer=not completable)
+
         # Not recorded (a crash, an error): the run's end gives the message back to the queue.
-        # Recorded: it leaves the in-memory view too, even if this branch is cancelled meanwhile.
-        await engine.write(loc, "queue", "completed", data, consume_message=message.id, on_commit=message.complete)
-        return RecordedMessage(message.id, message.name, message.body)
+        await engine.write(loc, "queue", "completed", data, consume_message=message.id, on_commit=on_commit)
+        if completable:
+            engine.uncompleted.append(recorded)
+        return recorded
 
 
 class WorkflowContext:
@@ -485,6 +602,10 @@ class WorkflowContext:
 
     def _enter(self, name: str, kind: str) -> tuple[str, int]:
         _check_name(name)
+        if self._engine.inst.aborted:
+            # The actor is stopping (sleep, destroy): the workflow stops before its next
+            # entry and resumes there on the next wake.
+            raise ActorAborted()
         pos = self._position
         self._position += 1
         return self._scope + name, pos
@@ -504,11 +625,13 @@ class WorkflowContext:
         """Run ``fn(*args)`` once and record its result; a replay returns the recorded result.
 
         A failure is retried ``retries`` times, waiting ``backoff_base * 2**(n-1)``
-        seconds (at most ``backoff_max``) before retry ``n``; then the failure is
-        recorded and :class:`~rivet_django.exceptions.WorkflowStepFailed` raised.
+        seconds (at most ``backoff_max``) before retry ``n`` (a :class:`CriticalError`
+        is not retried); then the failure is recorded and
+        :class:`~rivet_django.exceptions.WorkflowStepFailed` raised.
         """
         result = await self._run_step(name, fn, args, retries, timeout, backoff_base, backoff_max)
         if not result.ok:
+            assert result.failure is not None
             raise WorkflowStepFailed(
                 f"Workflow step {self._scope + name!r} failed after {result.attempts} attempt(s): {result.error}",
                 location=self._scope + name,
@@ -527,8 +650,9 @@ class WorkflowContext:
         backoff_base: float = 0.1,
         backoff_max: float = 30,
     ) -> StepResult:
-        """Like :meth:`step`, but a step that exhausts its retries returns ``StepResult(ok=False, error=...)``."""
-        return await self._run_step(name, fn, args, retries, timeout, backoff_base, backoff_max, tolerant=True)
+        """Like :meth:`step`, but a step that fails for good returns ``StepResult(ok=False,
+        failure=StepFailure(kind, step_name, attempts, error))`` instead of raising."""
+        return await self._run_step(name, fn, args, retries, timeout, backoff_base, backoff_max)
 
     async def _run_step(
         self,
@@ -539,8 +663,6 @@ class WorkflowContext:
         timeout: float | None,
         backoff_base: float,
         backoff_max: float,
-        *,
-        tolerant: bool = False,
     ) -> StepResult:
         engine = self._engine
         kind = "step"
@@ -551,7 +673,10 @@ class WorkflowContext:
             if record.status == "completed":
                 return StepResult(True, engine.decoded[loc].get("v"), attempts=record.attempts)
             if record.status == "failed":
-                return StepResult(False, error=record.error, attempts=record.attempts)
+                # Replayed: the failure was reported (on_error) when it happened.
+                failure_kind = engine.decoded[loc].get("k", "exhausted")
+                failure = StepFailure(failure_kind, loc, record.attempts, _split_error(record.error))
+                return StepResult(False, failure=failure, attempts=record.attempts)
             attempts = record.attempts  # "retrying": attempts survive a crash
         inst = engine.inst
         while True:
@@ -569,25 +694,58 @@ class WorkflowContext:
             except (ActorAborted, asyncio.CancelledError):
                 raise
             except Exception as exc:
-                error = _error_text(exc)
-                final = attempts > retries
+                error = _error_info(exc)
+                critical = isinstance(exc, CriticalError)
+                final = critical or attempts > retries
+                failure_kind = "critical" if critical else "timeout" if isinstance(exc, TimeoutError) else "exhausted"
+                delay = None if final else backoff_delay(attempts, backoff_base, backoff_max)
                 inst.log.warning(
-                    "workflow step %r failed (attempt %d of %d): %s", loc, attempts, retries + 1, error,
+                    "workflow step %r failed (attempt %d of %d): %s", loc, attempts, retries + 1, _join_error(error),
                     exc_info=final,
                 )
-                if final:
-                    # Before the write: what on_error does to the state commits with the failure.
-                    await _observe_failure(engine, loc, error, attempts, exc)
+                # Before the write: what on_error does to the state commits with the attempt.
+                await _observe_failure(engine, loc, name, attempts, retries, delay, error)
                 status = "failed" if final else "retrying"
-                await engine.write(loc, kind, status, {"p": pos}, error=error, attempts=attempts, with_state=True)
+                data = {"p": pos, "k": failure_kind} if final else {"p": pos}
+                await engine.write(
+                    loc, kind, status, data, error=_join_error(error), attempts=attempts, with_state=True
+                )
                 if final:
-                    return StepResult(False, error=error, attempts=attempts)
+                    return StepResult(False, failure=StepFailure(failure_kind, loc, attempts, error), attempts=attempts)
                 continue
             finally:
                 _IN_STEP.reset(token)
                 inst._end_turn()
             await engine.write(loc, kind, "completed", {"p": pos, "v": value}, attempts=attempts, with_state=True)
             return StepResult(True, value, attempts=attempts)
+
+    async def try_(self, name: str, fn: Callable[[WorkflowContext], Any]) -> TryResult:
+        """Run the block ``fn(block_ctx)`` (its entries under ``name``); a step that fails for
+        good, or a failed join or race inside it, ends the block and is returned as
+        ``TryResult(ok=False, failure={"source", "name", "error", "step"?})`` instead of
+        ending the workflow (RivetKit's ``ctx.try``)."""
+        engine = self._engine
+        loc, pos = self._enter(name, "try")
+        record = engine.visit(self._scope, pos, name, "try")
+        if record is not None and record.status == "completed":
+            data = engine.decoded[loc]
+            return TryResult(data.get("ok", True), data.get("v"), data.get("f"))
+        scope = loc + "/"
+        try:
+            value = await _call(fn, WorkflowContext(engine, scope))
+            engine.check_complete(scope)
+            result = TryResult(True, value)
+        except WorkflowStepFailed as exc:
+            error = _split_error(exc.error)
+            step = {"stepName": exc.location, "attempts": exc.attempts, "error": error}
+            result = TryResult(False, failure={"source": "step", "name": name, "error": error, "step": step})
+        except (ActorAborted, asyncio.CancelledError, WorkflowHistoryDivergence):
+            raise
+        except Exception as exc:
+            source = getattr(exc, "_rivet_workflow_source", "block")
+            result = TryResult(False, failure={"source": source, "name": name, "error": _error_info(exc)})
+        await engine.write(loc, "try", "completed", {"p": pos, "ok": result.ok, "v": result.value, "f": result.failure})
+        return result
 
     # -- loops ---------------------------------------------------------------------------
 
@@ -676,10 +834,12 @@ class WorkflowContext:
         tasks = [asyncio.ensure_future(run(b)) for b in names]
         try:
             results = await asyncio.gather(*tasks)
-        except BaseException:
+        except BaseException as exc:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if isinstance(exc, Exception) and not isinstance(exc, WorkflowStepFailed):
+                exc._rivet_workflow_source = "join"  # type: ignore[attr-defined]  # for ctx.try_
             raise
         value = dict(zip(names, results, strict=True))
         await engine.write(loc, "join", "completed", {"p": pos, "v": value}, prune=[loc + "/"])
@@ -736,17 +896,43 @@ class LoopContext(WorkflowContext):
 # -- failures ------------------------------------------------------------------------------
 
 
-async def _observe_failure(engine: _Engine, loc: str, error: str, attempts: int, exc: BaseException) -> None:
+async def _observe_failure(
+    engine: _Engine,
+    loc: str,
+    name: str,
+    attempt: int,
+    retries: int,
+    delay: float | None,
+    error: dict[str, str],
+) -> None:
+    """``on_error(self, event)`` for one failed step attempt, with RivetKit's event shape:
+    ``{"step": {"workflowId", "stepName", "attempt", "maxRetries", "remainingRetries",
+    "willRetry", "retryDelay" (ms), "retryAt" (epoch ms), "error": {"name", "message"}}}``.
+    It runs as a step would: it may change the state, broadcast and enqueue."""
     handler = engine.on_error
     if handler is None:
         return
+    inst = engine.inst
+    step: dict[str, Any] = {
+        "workflowId": inst.actor_id,
+        "stepName": name,
+        "location": loc,
+        "attempt": attempt,
+        "maxRetries": retries,
+        "remainingRetries": max(0, retries - (attempt - 1)),
+        "willRetry": delay is not None,
+        "error": dict(error),
+    }
+    if delay is not None:
+        step["retryDelay"] = round(delay * 1000)
+        step["retryAt"] = round((inst.runtime.clock.time() + delay) * 1000)
+    token = _IN_STEP.set(True)
     try:
-        await _call(handler, engine.inst.actor, WorkflowStepFailed(
-            f"Workflow step {loc!r} failed after {attempts} attempt(s): {error}",
-            location=loc, attempts=attempts, error=error,
-        ))
+        await _call(handler, inst.actor, {"step": step})
     except Exception:
-        engine.inst.log.exception("the workflow's on_error handler raised")
+        inst.log.exception("the workflow's on_error handler raised")
+    finally:
+        _IN_STEP.reset(token)
 
 
 # -- the decorator ---------------------------------------------------------------------------
@@ -818,9 +1004,10 @@ class _WorkflowMethod:
 def workflow(fn: Any = None, /, *, on_error: Callable[..., Any] | None = None) -> Any:
     """Make ``async def run(self, ctx)`` a durable workflow: ``@workflow`` or ``@workflow(on_error=handler)``.
 
-    ``on_error(self, error)`` (sync or async) is called with a
-    :class:`~rivet_django.exceptions.WorkflowStepFailed` when a step exhausts its retries;
-    its changes to ``self.state`` are recorded with the failure.
+    ``on_error(self, event)`` (sync or async) is called on every failed step attempt with
+    ``{"step": {"stepName", "attempt", "willRetry", "retryDelay" (ms), "error": {"name",
+    "message"}, ...}}`` (RivetKit's shape); what it changes in ``self.state`` is recorded
+    with the attempt, and it may broadcast and enqueue. Replays never call it again.
     """
 
     def wrap(f: Callable[..., Awaitable[Any]]) -> _WorkflowMethod:

@@ -21,6 +21,7 @@ INSTALLED_APPS = [
     "channels",
     "rivet_django",
     "tests.testapp",
+    "tests.parityapp",
 ]
 
 MIDDLEWARE = [

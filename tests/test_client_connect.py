@@ -829,7 +829,7 @@ async def test_local_refusal_and_subscription_refusal(rivet_client: AsyncClient)
     crashed = rivet_client.room.get_or_create(["refuse"], params={"crash": True}).connect()
     with pytest.raises(ActorError) as info:
         await crashed.wait_open(timeout=5)
-    assert (info.value.group, info.value.code) == ("actor", "internal_error")
+    assert (info.value.group, info.value.code) == ("rivetkit", "internal_error")
     assert "secret" not in info.value.message
 
     async with rivet_client.room.get_or_create(["refuse"], params={"name": "eve"}).connect() as conn:
@@ -845,7 +845,7 @@ async def test_local_refusal_and_subscription_refusal(rivet_client: AsyncClient)
         assert conn.is_connected
 
 
-async def test_local_kick_and_sleep_reconnect(rivet_client: AsyncClient) -> None:
+async def test_local_kick_and_sleep_reconnect(rivet_client: AsyncClient, rivet_node: Any) -> None:
     conn = fast(rivet_client.room.get_or_create(["kick"], params={"name": "ann"}).connect())
     try:
         messages: list[str] = []
@@ -860,13 +860,16 @@ async def test_local_kick_and_sleep_reconnect(rivet_client: AsyncClient) -> None
         await conn.send("after kick")
         await eventually(lambda: messages == ["after kick"])
 
-        # The actor goes to sleep: the connection closes with actor.stopping and comes back.
+        # The actor goes to sleep: the connection hibernates (stays open, same id), and its
+        # next call wakes the actor.
         second_id = conn.connection_id
+        actor_id = await rivet_client.room.get(["kick"]).resolve()
         await conn.go_to_sleep()
-        await eventually(lambda: conn.is_connected and conn.connection_id not in (first_id, second_id), timeout=10)
-        assert [e.code for e in errors] == ["kicked", "stopping"]
+        await eventually(lambda: actor_id not in rivet_node.runtime.instances, timeout=10)
+        assert conn.is_connected and conn.connection_id == second_id
         await conn.send("after sleep")
         await eventually(lambda: messages == ["after kick", "after sleep"])
+        assert [e.code for e in errors] == ["kicked"] and conn.connection_id == second_id
     finally:
         await conn.dispose()
 
@@ -954,7 +957,7 @@ async def test_live_counter_connection(actor_server: Any, encoding: str) -> None
             assert (info.value.group, info.value.code, info.value.metadata) == ("user", "nope", {"count": 7})
             with pytest.raises(ActorError) as info:
                 await conn.crash()
-            assert (info.value.group, info.value.code) == ("actor", "internal_error")
+            assert (info.value.group, info.value.code) == ("rivetkit", "internal_error")
             assert await conn.echo(1, "x", None, b"\x01") == [1, "x", None, b"\x01"]
             # Another client's stateless call reaches this connection as an event.
             assert await client.counter.get([key]).increment(1) == 8

@@ -11,6 +11,7 @@ from channels.testing import WebsocketCommunicator
 
 from rivet_django import protocol
 from tests.asgi import application
+from tests.helpers import eventually
 from tests.testapp.actors import EVENTS
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -153,13 +154,12 @@ async def test_subscribe_unsubscribe_and_can_subscribe(rivet_node):
     guest = Client("subs", params={"name": "guest"})
     await admin.open()
     await guest.open()
-    await guest.subscribe("secret")
-    refused = await guest.recv()
-    assert isinstance(refused, protocol.ErrorMessage) and (refused.group, refused.code) == ("auth", "forbidden")
     await admin.subscribe("secret")
+    # Undeclared events can be subscribed to and broadcast (RivetKit); declarations only add checks.
     await guest.subscribe("nonexistent")
-    unknown = await guest.recv()
-    assert isinstance(unknown, protocol.ErrorMessage) and unknown.code == "invalid_request"
+    await asyncio.sleep(0.05)
+    await admin.call("shout", "nonexistent", 1)
+    assert await guest.recv() == protocol.Event("nonexistent", [1])
     await admin.subscribe("message")
     await asyncio.sleep(0.05)
     await guest.call("reveal", "x")
@@ -168,8 +168,10 @@ async def test_subscribe_unsubscribe_and_can_subscribe(rivet_node):
     await asyncio.sleep(0.05)
     await guest.call("send", "after unsubscribe")
     assert await admin.comm.receive_nothing(timeout=0.2)
+    # A refused subscription closes the connection 1011 auth.forbidden (RivetKit), no Error frame.
+    await guest.subscribe("secret")
+    assert await guest.recv() == ("close", 1011, "auth.forbidden")
     await admin.close()
-    await guest.close()
 
 
 @pytest.mark.parametrize(
@@ -216,22 +218,33 @@ async def test_outgoing_limit_on_action_response(rivet_node):
     await client.close()
 
 
-async def test_sleep_closes_connections_and_reconnect_wakes(rivet_node):
+async def test_sleep_hibernates_connections_and_their_calls_wake_the_actor(rivet_node):
+    """RivetKit: a sleeping actor's connections stay open (no on_disconnect, no close); the
+    next instance adopts them, and a call on one wakes the actor."""
     EVENTS.clear()
     client = Client("sleepy", params={"name": "s"})
     init = await client.open()
+    await client.subscribe("message")
     await client.call("go_to_sleep")
-    message = await client.recv()
-    while not (isinstance(message, tuple) and message[0] == "close"):
-        message = await client.recv()
-    assert message[2] == "actor.stopping"
-    await asyncio.sleep(0.1)
-    assert init.actor_id not in rivet_node.runtime.instances
-    assert ("sleepy", "on_disconnect:s") in EVENTS
-    again = Client("sleepy", params={"name": "s"})
-    init2 = await again.open()
-    assert init2.actor_id == init.actor_id and init.actor_id in rivet_node.runtime.instances
-    await again.close()
+    await eventually(lambda: _async(init.actor_id not in rivet_node.runtime.instances))
+    assert await client.comm.receive_nothing(timeout=0.2)  # still open, nothing sent
+    assert ("sleepy", "on_disconnect:s") not in EVENTS
+    # A call on the hibernated connection wakes the actor, which knows the connection.
+    response = await client.call("whoami")
+    assert response.output["id"] == init.connection_id and response.output["name"] == "s"
+    assert init.actor_id in rivet_node.runtime.instances
+    # Its subscriptions came along.
+    other = Client("sleepy", params={"name": "o"})
+    await other.open()
+    await other.call("send", "hi")
+    assert await client.recv() == protocol.Event("message", ["o", "hi"])
+    await other.close()
+    await client.close()
+    await eventually(lambda: _async(("sleepy", "on_disconnect:s") in EVENTS))
+
+
+async def _async(value):
+    return value
 
 
 async def test_open_connection_keeps_actor_awake(rivet_node):
@@ -312,11 +325,14 @@ async def test_raw_websocket(rivet_node):
     assert closed["type"] == "websocket.close" and closed["code"] == 4000
 
 
-async def test_raw_websocket_without_handler(rivet_node):
+async def test_raw_websocket_without_handler_stays_open_and_silent(rivet_node):
+    """RivetKit: an actor without on_websocket accepts the socket and never writes to it."""
     comm = WebsocketCommunicator(application, f"/api/rivet/gateway/counter/websocket/x?{QUERY}nohandler")
-    await comm.connect(timeout=5)
-    closed = await comm.receive_output(5)
-    assert closed["type"] == "websocket.close" and closed["code"] == 1011
+    connected, _ = await comm.connect(timeout=5)
+    assert connected
+    await comm.send_to(text_data="anyone?")
+    assert await comm.receive_nothing(timeout=0.3)
+    await comm.disconnect()
 
 
 async def test_self_conn_is_task_local_under_concurrent_calls(rivet_node):
@@ -345,17 +361,20 @@ async def test_connect_hook_timeout(transactional_db, settings):
         assert closed[0] == "close" and closed[1] == 1011
 
 
-async def test_events_wait_for_the_commit_and_die_with_a_failed_one(rivet_node):
+async def test_events_describe_only_durable_state(rivet_node):
     listener = Client("held", params={"name": "l"})
     speaker = Client("held", params={"name": "s"})
     await listener.open()
     await speaker.open()
     await listener.subscribe("message")
     await asyncio.sleep(0.05)
-    failed = await speaker.call("announce_then_break", "never")
-    assert isinstance(failed, protocol.ErrorMessage) and failed.code == "not_serializable"
-    # The state change was rolled back, so the event describing it was never sent.
-    assert await listener.comm.receive_nothing(timeout=0.3)
+    # An event waits for the next commit after it; that commit fails (the state cannot be
+    # serialized, so the last good state is kept): the event never goes out, whether the
+    # bad change came before or after it.
+    for action in ("announce_then_break", "break_then_announce"):
+        failed = await speaker.call(action, "never")
+        assert isinstance(failed, protocol.ErrorMessage) and failed.code == "not_serializable"
+        assert await listener.comm.receive_nothing(timeout=0.3)
     ok = await speaker.call("send", "after")
     assert ok.output == 1
     assert await listener.recv() == protocol.Event("message", ["s", "after"])

@@ -8,6 +8,7 @@ from django.core import checks
 from rivet_django import Actor, action, event, queue
 from rivet_django.exceptions import ActorNotFound, AlreadyRegistered
 from rivet_django.registry import ActorRegistry, actors
+from tests.helpers import make
 
 
 def _cleanup(*names: str) -> None:
@@ -150,7 +151,9 @@ def test_redis8_without_socket_timeout_check(settings, monkeypatch):
         "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": ["redis://127.0.0.1:6379"]}}
     }
     assert "rivet_django.E006" in {m.id for m in checks.run_checks()}
-    settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [{"address": "redis://127.0.0.1:6379", "socket_timeout": None}]
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [
+        {"address": "redis://127.0.0.1:6379", "socket_timeout": None}
+    ]
     assert "rivet_django.E006" not in {m.id for m in checks.run_checks()}
 
 
@@ -227,3 +230,85 @@ async def test_wrong_argument_counts_are_invalid_requests(rivet_node):
         await call(actor_id, "add_kw", [])
     with pytest.raises(InvalidRequest):
         await call(actor_id, "add_kw", [1], {"c": 2})
+
+
+async def test_state_declared_on_an_abstract_base_is_per_actor_and_persisted(rivet_node):
+    """Every declaration an abstract base makes behaves as if written on the concrete class."""
+
+    class TenantBase(Actor):
+        state = {"items": []}
+        vars = {"seen": []}
+        conn_state = {"role": "guest"}
+        events = {"added": event()}
+        queues = {"jobs": queue(max_size=3)}
+
+        class Meta:
+            abstract = True
+            sleep_timeout = 7
+            durability = "throttled"
+
+        @action
+        def add(self, item: str) -> list:
+            self.state["items"].append(item)
+            self.vars["seen"].append(item)
+            return self.state["items"]
+
+        @action
+        def role(self) -> str:
+            return self.conn.state["role"]
+
+        @action
+        def seen(self) -> list:
+            return self.vars["seen"]
+
+    class TenantList(TenantBase):
+        class Meta:
+            durability = "commit"  # overrides the base; sleep_timeout is inherited
+
+    class OtherList(TenantBase):
+        pass
+
+    try:
+        # Nothing is left on the classes that would hide the per-actor properties.
+        for cls in (TenantBase, TenantList, OtherList):
+            assert "state" not in cls.__dict__ and isinstance(cls.state, property)
+            assert isinstance(cls.vars, property)
+        definition = actors.get("tenantList")
+        assert definition.initial_state == {"items": []}
+        assert definition.options.sleep_timeout == 7 and definition.options.durability == "commit"
+        assert actors.get("otherList").options.durability == "throttled"
+        assert set(definition.events) == {"added"} and definition.queues["jobs"].max_size == 3
+        assert "tenantBase" not in actors
+
+        a = await make(rivet_node, "tenantList", ["a"])
+        b = await make(rivet_node, "tenantList", ["b"])
+        c = await make(rivet_node, "otherList", ["a"])
+        assert await rivet_node.router.call_action(a, "add", ["x"]) == ["x"]
+        assert await rivet_node.router.call_action(b, "add", ["y"]) == ["y"]
+        assert await rivet_node.router.call_action(c, "add", ["z"]) == ["z"]
+        assert await rivet_node.router.call_action(a, "seen") == ["x"]
+        assert await rivet_node.router.call_action(b, "seen") == ["y"]
+        assert await rivet_node.router.call_action(a, "role") == "guest"
+        # Persisted per actor: it survives sleep.
+        await rivet_node.runtime.sleep_actor(a)
+        assert await rivet_node.router.call_action(a, "add", ["x2"]) == ["x", "x2"]
+        assert await rivet_node.router.call_action(b, "add", ["y2"]) == ["y", "y2"]
+    finally:
+        _cleanup("tenantList", "otherList")
+
+
+def test_meta_subclassing_the_abstract_meta_is_concrete():
+    class Base(Actor):
+        class Meta:
+            abstract = True
+            action_timeout = 3
+
+    class Concrete(Base):
+        class Meta(Base.Meta):
+            name = "concreteMeta"
+
+    try:
+        assert actors.get("concreteMeta").options.action_timeout == 3
+        assert actors.get("concreteMeta").options.abstract is False
+    finally:
+        _cleanup("concreteMeta")

@@ -70,6 +70,20 @@ async def test_actor_to_actor_calls_and_self_calls(rivet_node):
     assert await rivet_node.router.call_action(actor_id, "call_self") == 0
 
 
+async def test_actor_client_addresses_the_callers_namespace(rivet_node):
+    """``self.client()`` reaches actors in the calling actor's namespace, not the default one."""
+    record, _ = await rivet_node.router.get_or_create("tenant-a", "features", ["caller"])
+    assert await rivet_node.router.call_action(record.actor_id, "call_other", ["shared", 3]) == 3
+    assert await rivet_node.router.call_action(record.actor_id, "call_other", ["shared", 1]) == 4
+    tenant = await rivet_node.router.get("tenant-a", "counter", ["shared"])
+    assert tenant is not None and tenant.namespace == "tenant-a"
+    assert await rivet_node.router.get("default", "counter", ["shared"]) is None
+    # An explicit namespace overrides the caller's.
+    assert await rivet_node.router.call_action(record.actor_id, "call_other", ["shared", 5, "default"]) == 5
+    default = await rivet_node.router.get("default", "counter", ["shared"])
+    assert default is not None and default.actor_id != tenant.actor_id
+
+
 async def test_async_local_client(rivet_client):
     handle = rivet_client.counter.get_or_create(["local"])
     assert await handle.increment(2) == 2
@@ -113,7 +127,9 @@ async def test_lease_held_by_another_live_node_blocks_claim(rivet_node):
     from django.utils import timezone
 
     await sync_to_async(
-        lambda: ActorRow.objects.filter(pk=actor_id).update(node="elsewhere", lease_expires_at=timezone.now() + timedelta(seconds=60))
+        lambda: ActorRow.objects.filter(pk=actor_id).update(
+            node="elsewhere", lease_expires_at=timezone.now() + timedelta(seconds=60)
+        )
     )()
     with pytest.raises(ActorStopping):
         await rivet_node.router.call_action(actor_id, "increment", [1])

@@ -43,11 +43,20 @@ def _require_node_setup() -> str:
 
 
 def test_official_js_client_against_live_server() -> None:
-    node = _require_node_setup()
+    """The demo project's actors: requests, encodings, realtime (``tests/js/*.test.mjs``)."""
     test_files = sorted(str(path.relative_to(REPO)) for path in JS_DIR.glob("*.test.mjs"))
     assert test_files, f"no *.test.mjs files in {JS_DIR}"
+    _run_node(test_files, LiveServer())
 
-    with LiveServer() as server:
+
+def test_official_js_client_rivetkit_parity() -> None:
+    """The test project's parity fixtures (tests/parityapp): RivetKit 2.3.19 behaviour."""
+    _run_node([str((JS_DIR / "parity.spec.mjs").relative_to(REPO))], LiveServer(settings="tests.settings_live"))
+
+
+def _run_node(test_files: list[str], live: LiveServer) -> None:
+    node = _require_node_setup()
+    with live as server:
         env = {**os.environ, "RIVET_ENDPOINT": server.endpoint, "NO_COLOR": "1"}
         # The client reads these as defaults; a stray value would point it elsewhere.
         for name in ("RIVET_NAMESPACE", "RIVET_TOKEN", "RIVET_ENGINE", "RIVET_POOL"):
@@ -82,3 +91,4 @@ def test_official_js_client_against_live_server() -> None:
     # node prints "# pass N" / "# fail 0"; a run that collected nothing is a failure too.
     assert "# fail 0" in text, text
     assert "# pass 0" not in text, text
+    print(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +24,6 @@ from rivet_django.exceptions import (
     QueueAlreadyCompleted,
     QueueFull,
     QueueMessageTooLarge,
-    QueueNotDeclared,
     UserError,
 )
 from rivet_django.models import ActorQueueMessage
@@ -109,10 +109,18 @@ async def test_timeouts_batches_and_try_next(rivet_node):
     await asyncio.sleep(0.05)
     await call(actor_id, "send", ["q", "late"])
     assert [m["body"] for m in await waiting] == ["late"]
-    # A signal aborts the wait: None, like a timeout.
+    # A signal aborts the wait with actor.aborted (RivetKit), set before or while waiting.
     started = time.monotonic()
-    assert await call(actor_id, "wait_with_signal", [0.1]) is None
+    assert await call(actor_id, "wait_with_signal", [0.1]) == "actor.aborted"
+    assert await call(actor_id, "wait_with_signal", [0]) == "actor.aborted"
+    assert await call(actor_id, "wait_with_signal", [0, True]) == "actor.aborted"
     assert time.monotonic() - started < 2
+    # Stored messages come first, whatever the signal says.
+    await call(actor_id, "send", ["q", "kept"])
+    assert (await call(actor_id, "wait_with_signal", [0]))["body"] == "kept"
+    # iter ends quietly when the signal is set.
+    await call(actor_id, "send", ["q", "one"])
+    assert await call(actor_id, "iterate_with_signal", [0.1]) == ["one"]
 
 
 async def test_receiving_acknowledges_the_previous_message(rivet_node):
@@ -167,17 +175,28 @@ async def test_bad_input_is_refused_and_nothing_is_stored(rivet_node):
         await call(inbox, "bad_send", ["body"])
     with pytest.raises(InvalidRequest, match="count"):
         await call(inbox, "bad_send", ["count"])
-    # An actor that declares its queues refuses other names, sending and receiving.
-    with pytest.raises(QueueNotDeclared) as info:
-        await call(worker, "publish", ["nope", 1])
-    assert (info.value.group, info.value.code, info.value.status_code) == ("queue", "not_declared", 400)
-    assert "'nope'" in info.value.message and "jobs" in info.value.message
-    with pytest.raises(QueueNotDeclared):
-        await call(worker, "peek", [["jobs", "nope"]])
-    with pytest.raises(ActorError) as client_error:
-        await AsyncClient.local().worker.get_for_id(worker).queue.send("nope", 1)
-    assert (client_error.value.group, client_error.value.code) == ("queue", "not_declared")
     assert await stored(inbox) == [] and await stored(worker) == []
+
+
+async def test_sends_to_undeclared_queues(rivet_node, caplog):
+    """As RivetKit 2.3.19: a client's send to a name the actor does not declare (or to an actor
+    declaring no queues) is answered "completed", with or without wait, and nothing is stored;
+    the actor's own sends may use any name."""
+    worker = await make(rivet_node, "worker", ["undeclared"])
+    plain = await make(rivet_node, "counter", ["no-queues"])
+    client = AsyncClient.local()
+    with caplog.at_level(logging.WARNING, logger="rivet_django.actor"):
+        assert await client.worker.get_for_id(worker).queue.send("nope", 1) == {"status": "completed"}
+        assert await client.worker.get_for_id(worker).queue.send("nope", 1, wait=True, timeout=5) == {
+            "status": "completed"
+        }
+        assert await client.counter.get_for_id(plain).queue.send("jobs", 1, wait=True) == {"status": "completed"}
+    assert caplog.text.count("does not declare in queues") == 3
+    assert await stored(worker) == [] and await stored(plain) == []
+    # The actor itself may send to and read from any name.
+    call = rivet_node.router.call_action
+    await call(worker, "publish", ["scratch", {"n": 1}])
+    assert (await call(worker, "peek", [["scratch"]]))["body"] == {"n": 1}
 
 
 async def test_limits(rivet_node):
@@ -321,9 +340,10 @@ async def test_http_queue_route(rivet_node, encoding):
     )
     assert response.status_code == 403
     assert protocol.decode_error(encoding, response.content)["code"] == "forbidden"  # type: ignore[arg-type]
+    # An undeclared name: answered completed, nothing stored (RivetKit).
     response = await _post_queue(client, f"{API}/gateway/{actor_id}/queue/nope", encoding, protocol.QueueSendRequest(1))
-    assert response.status_code == 400
-    assert protocol.decode_error(encoding, response.content)["code"] == "not_declared"  # type: ignore[arg-type]
+    assert response.status_code == 200
+    assert protocol.decode_queue_send_response(encoding, response.content)[0] == "completed"  # type: ignore[arg-type]
     for n in range(2):
         await _post_queue(client, f"{API}/gateway/{actor_id}/queue/small", encoding, protocol.QueueSendRequest(n))
     response = await _post_queue(
@@ -397,7 +417,9 @@ async def test_actor_sleeps_while_its_run_loop_waits_and_a_send_wakes_it(rivet_c
     assert (await worker.status())["wakes"] == 1
     actor_id = await worker.resolve()
     inst = rivet_node.runtime.instances[actor_id]
-    # The run loop is blocked in next() on an empty queue: the actor is idle.
+    # The run loop is blocked in next() on an empty queue: the actor is idle (a run loop
+    # that is not waiting on its queue keeps it awake, tests/test_lifecycle.py).
+    await eventually(lambda: _async(inst.sleep_blocked() is False))
     inst.last_activity -= 1000
     assert await rivet_node.runtime.reap_idle() == 1
     # The abort ends the wait at once, far within the grace period.
@@ -423,7 +445,9 @@ async def test_a_run_loop_holding_a_message_keeps_the_actor_awake(rivet_client, 
     assert await rivet_node.runtime.reap_idle() == 1
 
 
-async def test_a_stopping_run_loop_leaves_its_backlog_for_the_next_wake(rivet_client, rivet_node):
+async def test_a_stopping_run_loop_receives_its_stored_backlog_then_ends(rivet_client, rivet_node):
+    """RivetKit: receives return stored messages first, aborted or not; the wait that finds
+    none raises actor.aborted, which ends the loop (within run_stop_timeout)."""
     worker = rivet_client.worker.get_or_create(["backlog"])
     for n in range(3):
         await worker.queue.send("jobs", {"n": n, "block": 0.3})
@@ -432,12 +456,13 @@ async def test_a_stopping_run_loop_leaves_its_backlog_for_the_next_wake(rivet_cl
     inst = rivet_node.runtime.instances[actor_id]
     started = time.monotonic()
     await asyncio.wait_for(inst.stop(), 5)
-    # The message in hand was finished and acknowledged; the loop did not go on with the rest.
-    assert time.monotonic() - started < 2
-    assert [row["attempts"] for row in await stored(actor_id)] == [0, 0]
-    # Woken again, the loop handles the rest.
-    await eventually(lambda: _done(worker, 2))
+    assert time.monotonic() - started < 3
+    assert await stored(actor_id) == []
     assert (await worker.status())["done"] == [0, 1, 2]
+
+
+async def _async(value: Any) -> Any:
+    return value
 
 
 async def _started(worker: Any) -> Any:

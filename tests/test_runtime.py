@@ -151,8 +151,7 @@ async def test_idle_actor_sleeps_and_wakes_on_next_call(rivet_node):
     assert await rivet_node.router.call_action(actor_id, "touch") == 2
 
 
-async def test_real_idle_timer_puts_actor_to_sleep(transactional_db, settings):
-    settings.RIVET = {"IDLE_CHECK_INTERVAL": 0.05}
+async def test_real_idle_timer_puts_actor_to_sleep(transactional_db):
     async with running_node() as node:
         actor_id = await make(node, "lifecycle", ["timer"])
         await node.router.call_action(actor_id, "touch")

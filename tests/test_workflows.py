@@ -29,7 +29,7 @@ from rivet_django.testing import ManualClock, crash_node, fire_schedules, runnin
 from rivet_django.workflow import END_LOCATION, WAKE_ACTION, Loop, _Engine
 from tests.helpers import eventually, make
 from tests.server import LiveServer
-from tests.testapp.actors import WF_CONTROL, WF_RUNS
+from tests.testapp.actors import WF_CONTROL, WF_EVENTS, WF_RUNS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -131,8 +131,14 @@ async def test_step_retries_then_succeeds(rivet_node):
     await eventually(lambda: _runs_of("retry", "after"))
     progress = await call(rivet_node, actor_id, "progress")
     # try_step: 2 attempts fail and it returns the failure; step: 2 fail, the third succeeds.
-    assert progress["vars"] == {"try": "ValueError: not yet"}
-    assert progress["state"]["errors"] == ["maybe"]  # on_error saw the exhausted try_step
+    assert progress["vars"] == {"try": "ValueError: not yet", "kind": "exhausted", "message": "not yet", "attempts": 2}
+    # on_error saw every failed attempt ("!": not retried).
+    assert progress["state"]["errors"] == ["maybe#1", "maybe#2!", "flaky#1", "flaky#2"]
+    first = WF_EVENTS["retry"][0]["step"]
+    assert first["stepName"] == "maybe" and first["attempt"] == 1 and first["willRetry"] is True
+    assert first["retryDelay"] == 10 and first["error"] == {"name": "ValueError", "message": "not yet"}
+    assert first["workflowId"] == actor_id and first["maxRetries"] == 1 and first["remainingRetries"] == 1
+    assert "retryDelay" not in WF_EVENTS["retry"][1]["step"] and WF_EVENTS["retry"][1]["step"]["willRetry"] is False
     assert runs("retry", "flaky") == [5]
     stored = await entries(actor_id)
     assert (stored["maybe"]["status"], stored["maybe"]["attempts"]) == ("failed", 2)
@@ -162,13 +168,16 @@ async def test_exhausted_step_fails_the_workflow_without_spinning(transactional_
         assert stored["flaky"]["error"] == "ValueError: not yet"
         assert "after" not in stored
         assert any("workflow stopped" in r.getMessage() and "'flaky'" in r.getMessage() for r in caplog.records)
-        assert (await call(node, actor_id, "progress"))["state"]["errors"] == ["maybe", "flaky"]
+        errors = ["maybe#1", "maybe#2!", "flaky#1", "flaky#2", "flaky#3!"]
+        assert (await call(node, actor_id, "progress"))["state"]["errors"] == errors
         await crash_node(node)
     async with running_node() as node:
-        # Woken again: the recorded failure replays; the step does not run again.
+        # Woken again: the recorded failure replays; the step does not run again, and
+        # on_error is not called again.
         await call(node, actor_id, "progress")
         await asyncio.sleep(0.2)
         assert runs("doomed", "flaky", "after") == [5, 0]
+        assert (await call(node, actor_id, "progress"))["state"]["errors"] == errors
     await sync_to_async(connections.close_all)()
 
 
@@ -180,8 +189,9 @@ async def test_on_error_state_changes_are_durable_with_the_failure(transactional
         assert stored["flaky"]["status"] == "failed"
         await crash_node(node)  # kill -9 right after the failure is recorded
     async with running_node() as node:
-        # The handler saw both failures; what it wrote to the state survived the crash.
-        assert (await call(node, actor_id, "progress"))["state"]["errors"] == ["maybe", "flaky"]
+        # The handler saw every failure; what it wrote to the state survived the crash.
+        errors = ["maybe#1", "maybe#2!", "flaky#1", "flaky#2", "flaky#3!"]
+        assert (await call(node, actor_id, "progress"))["state"]["errors"] == errors
         assert runs("handled", "flaky", "after") == [5, 0]
     await sync_to_async(connections.close_all)()
 
@@ -781,8 +791,8 @@ async def test_state_outside_a_step_raises_in_the_workflow_body(rivet_node, capl
     with caplog.at_level(logging.ERROR, logger="rivet_django.actor"):
         for _ in range(100):
             await asyncio.sleep(0.02)
-            if "outside_step" in caplog.text or "only be used inside ctx.step" in caplog.text:
+            if "outside_step" in caplog.text or "only available inside workflow steps" in caplog.text:
                 break
-    assert "only be used inside ctx.step" in caplog.text
+    assert "state is only available inside workflow steps" in caplog.text
     # Actions (not the workflow's body) use state freely.
     assert await rivet_node.router.call_action(record.actor_id, "read") == {"inside": 1}

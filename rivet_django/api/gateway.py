@@ -25,6 +25,7 @@ from ..exceptions import (
     IncomingTooLong,
     InvalidRequest,
     MethodNotAllowed,
+    NoRequestHandler,
     OutgoingTooLong,
     RivetError,
 )
@@ -187,10 +188,22 @@ def _actor_request(request: HttpRequest, path: str) -> HttpRequest:
 
 
 async def raw_request(request: HttpRequest, segment: str | None, path: str) -> HttpResponseBase:
-    """``.../request/{path}``: the actor's ``on_request`` answers."""
+    """``.../request/{path}``: the actor's ``on_request`` answers, on a short-lived connection
+    (connect hooks with ``x-rivet-conn-params``, then ``on_disconnect``). Any method."""
+    target = _target(request, segment)
+    params = parse_conn_params(header(request, "x-rivet-conn-params"), int(rivet_settings.MAX_CONN_PARAMS_SIZE))
+    actor_request = _actor_request(request, path)
     node = await started_node()
-    actor_id = await _target(request, segment).resolve(node.router)
-    response = await node.runtime.handle_request(actor_id, _actor_request(request, path))
+
+    async def run(actor_id: str) -> Any:
+        return await node.runtime.handle_request(actor_id, actor_request, params)
+
+    try:
+        _, response = await node.router.with_actor(target, run)
+    except NoRequestHandler:
+        # RivetKit: a bare 404 (an actor.not_found body would make the official client
+        # resolve the key again and retry, as for a missing actor).
+        return HttpResponse(status=404)
     if not isinstance(response, HttpResponseBase):
         raise RivetError(f"on_request returned {type(response).__name__}, not an HttpResponse")
     return response
@@ -298,5 +311,3 @@ async def header_form(request: HttpRequest, route: str) -> HttpResponse:
     if header(request, "x-rivet-target") != "actor":
         raise ActorNotFound(f"Unknown route /{route}")
     return await header_form_route(request, route)
-
-

@@ -9,7 +9,7 @@ import orjson
 from django.http import HttpRequest, HttpResponse
 
 from .. import protocol
-from ..exceptions import INTERNAL_ERROR_MESSAGE, PublicError, RivetError
+from ..exceptions import INTERNAL_ERROR_GROUP, INTERNAL_ERROR_MESSAGE, PublicError, RivetError
 from ..headers import header
 
 __all__ = ["encoded_response", "error_response", "json_response", "request_encoding"]
@@ -43,7 +43,7 @@ def error_response(request: HttpRequest, exc: BaseException, *, encoded: bool = 
             logger.error(
                 "Internal error serving %s %s", request.method, request.path, exc_info=(type(exc), exc, exc.__traceback__)
             )
-        group, code, message, metadata, status = "actor", "internal_error", INTERNAL_ERROR_MESSAGE, None, 500
+        group, code, message, metadata, status = INTERNAL_ERROR_GROUP, "internal_error", INTERNAL_ERROR_MESSAGE, None, 500
     encoding = request_encoding(request) if encoded else "json"
     version = getattr(request, "rivet_version", protocol.CURRENT_VERSION)
     try:
@@ -51,4 +51,9 @@ def error_response(request: HttpRequest, exc: BaseException, *, encoded: bool = 
     except Exception:
         logger.exception("Could not encode error metadata; sending it without metadata")
         body = protocol.encode_error(encoding, group, code, message, None, version)
-    return HttpResponse(body, status=status, content_type=protocol.content_type(encoding))
+    response = HttpResponse(body, status=status, content_type=protocol.content_type(encoding))
+    if isinstance(exc, PublicError):
+        # An answer, not a server fault (user errors are 500 as in RivetKit): Django's
+        # "Internal Server Error" log line would be noise.
+        response._has_been_logged = True  # type: ignore[attr-defined]
+    return response

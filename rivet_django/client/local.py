@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from ..exceptions import INTERNAL_ERROR_MESSAGE, ActorNotFound, PublicError
+from ..exceptions import INTERNAL_ERROR_GROUP, INTERNAL_ERROR_MESSAGE, ActorNotFound, PublicError
 from ..protocol import (
     ActionRequest,
     ActionResponse,
@@ -86,7 +86,7 @@ class LocalTransport(Transport):
         except ActorError:
             raise
         except Exception as exc:
-            raise ActorError("actor", "internal_error", INTERNAL_ERROR_MESSAGE) from exc
+            raise ActorError(INTERNAL_ERROR_GROUP, "internal_error", INTERNAL_ERROR_MESSAGE) from exc
 
     async def _resolve(self, node: LocalNode, query: ActorQuery) -> str:
         if query.method == "id":
@@ -315,7 +315,7 @@ class _LocalChannel(ConnectionChannel):
             reply = ErrorMessage(exc.group, exc.code, exc.message, exc.metadata, request.id)
         except Exception:
             logger.exception("Action %r on local connection %s failed", request.name, conn.id)
-            reply = ErrorMessage("actor", "internal_error", INTERNAL_ERROR_MESSAGE, None, request.id)
+            reply = ErrorMessage(INTERNAL_ERROR_GROUP, "internal_error", INTERNAL_ERROR_MESSAGE, None, request.id)
         self._post(reply)
 
     # -- plumbing ---------------------------------------------------------------------------

@@ -15,7 +15,6 @@ class RuntimeConfig:
     commit_interval: float = 0.0
     commit_batch_size: int = 512
     lease_seconds: float = 30.0
-    idle_check_interval: float = 0.5
     hook_timeout: float = 5.0
     max_kv_key_size: int = 2 * 1024
     max_kv_value_size: int = 128 * 1024
@@ -32,7 +31,6 @@ class RuntimeConfig:
             commit_interval=float(settings.COMMIT_INTERVAL),
             commit_batch_size=int(settings.COMMIT_BATCH_SIZE),
             lease_seconds=float(settings.LEASE_SECONDS),
-            idle_check_interval=float(settings.IDLE_CHECK_INTERVAL),
             hook_timeout=float(settings.HOOK_TIMEOUT),
             max_kv_key_size=int(settings.MAX_KV_KEY_SIZE),
             max_kv_value_size=int(settings.MAX_KV_VALUE_SIZE),

@@ -7,50 +7,14 @@ nothing for the short-lived connection of a stateless HTTP call) plugs in as a
 
 from __future__ import annotations
 
-import contextvars
 import secrets
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["Conn", "ConnSink", "OutgoingEvent", "TurnEvents", "turn_events"]
+if TYPE_CHECKING:
+    from ..definition import ActorDefinition
+    from .instance import ActorInstance
 
-
-class TurnEvents:
-    """Events produced during one action turn, held until its state change is durable.
-
-    In ``"commit"`` durability a client must never see an event describing a state
-    that a crash could still lose, so sends during an action wait for the commit
-    (then go out in order, before the action's reply). Work the turn spawned that
-    outlives it sends directly once the turn is closed.
-    """
-
-    __slots__ = ("actor_id", "items", "open")
-
-    def __init__(self, actor_id: str) -> None:
-        self.actor_id = actor_id
-        self.items: list[tuple[Any, OutgoingEvent]] = []
-        self.open = True
-
-    def flush(self) -> None:
-        self.open = False
-        items, self.items = self.items, []
-        for target, event in items:
-            target(event)
-
-    def discard(self) -> None:
-        self.open = False
-        self.items = []
-
-
-turn_events: contextvars.ContextVar[TurnEvents | None] = contextvars.ContextVar("rivet_turn_events", default=None)
-
-
-def emit(actor_id: str, deliver: Any, event: OutgoingEvent) -> None:
-    """Deliver now, or after the current turn's commit if one of this actor's turns is open."""
-    turn = turn_events.get()
-    if turn is not None and turn.open and turn.actor_id == actor_id:
-        turn.items.append((deliver, event))
-    else:
-        deliver(event)
+__all__ = ["Conn", "ConnSink", "OutgoingEvent"]
 
 
 class OutgoingEvent:
@@ -88,7 +52,18 @@ class Conn:
     ``send`` pushes an event to this connection only.
     """
 
-    __slots__ = ("_id", "actor_id", "params", "request", "sink", "state", "subscriptions", "transport")
+    __slots__ = (
+        "_id",
+        "actor_id",
+        "definition",
+        "owner",
+        "params",
+        "request",
+        "sink",
+        "state",
+        "subscriptions",
+        "transport",
+    )
 
     def __init__(
         self,
@@ -108,6 +83,10 @@ class Conn:
         self.sink = sink
         self.request = request
         self.actor_id = actor_id
+        #: The awake instance holding this connection (None while it hibernates).
+        self.owner: ActorInstance | None = None
+        #: The actor's definition while the connection hibernates.
+        self.definition: ActorDefinition | None = None
 
     @property
     def id(self) -> str:
@@ -117,9 +96,14 @@ class Conn:
         return self._id
 
     def send(self, event: str, *args: Any) -> None:
-        """Send an event to this connection (returns at once)."""
-        if self.sink is not None:
-            emit(self.actor_id, self.sink.send_event, OutgoingEvent(event, args))
+        """Send an event to this connection (returns at once; in commit durability it goes
+        out once the state changes made before it are committed)."""
+        if self.sink is None:
+            return
+        if self.owner is not None:
+            self.owner.emit(self.sink.send_event, OutgoingEvent(event, args))
+        else:
+            self.sink.send_event(OutgoingEvent(event, args))
 
     async def disconnect(self, reason: str | None = None) -> None:
         """Close this connection."""

@@ -1,27 +1,32 @@
 """``ActorRuntime``: the one asyncio host of a process's awake actors.
 
 It wakes actors on demand (claiming their lease and generation), keeps them in
-memory while they are in use, renews their leases in batches, puts idle ones to
-sleep, and owns the :class:`GroupCommitter` that makes their state durable.
+memory while they are in use (each puts itself to sleep on its own idle timer),
+renews their leases in batches, keeps the connections of sleeping actors open
+(hibernation), and owns the :class:`GroupCommitter` that makes their state
+durable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import ActorNotFound
+from ..exceptions import ActorGone, ActorNotFound, ActorStopping
 from .committer import GroupCommitter
 from .config import Clock, RuntimeConfig
 from .conn import Conn, ConnSink, OutgoingEvent
+from .idle import IdleTimers
 from .instance import ActorInstance, InstanceStatus, NotAwake
 from .queue import QueueHub
 from .store import ActorStore
 
 if TYPE_CHECKING:
+    from ..definition import ActorDefinition
     from ..registry import ActorRegistry
 
 __all__ = ["ActorRuntime"]
@@ -33,6 +38,9 @@ _WAKE_ATTEMPTS = 5
 
 #: Actors gone to sleep since the last memory trim that make another one worthwhile.
 _TRIM_AFTER_SLEEPS = 1000
+
+#: Seconds after the trim condition is met before trimming (a burst of sleeps ends first).
+_TRIM_DELAY = 1.0
 
 
 def compact(table: dict[Any, Any]) -> None:
@@ -73,7 +81,7 @@ class ActorRuntime:
         node_id: str,
         config: RuntimeConfig | None = None,
         clock: Clock | None = None,
-        client_factory: Callable[[ActorRuntime], Any] | None = None,
+        client_factory: Callable[[ActorRuntime, str], Any] | None = None,
         publisher: Callable[[str, OutgoingEvent], None] | None = None,
         version: str = "",
         address: str = "",
@@ -91,11 +99,20 @@ class ActorRuntime:
         #: Called after many actors went to sleep, to shrink what indexed them.
         self.trim_listeners: list[Callable[[], None]] = []
         self._waking: dict[str, asyncio.Task[ActorInstance]] = {}
+        #: Connections of sleeping actors, kept open (RivetKit's hibernation): the next
+        #: instance adopts them, and a call or subscription on one wakes the actor.
+        self.hibernated: dict[str, dict[str, Conn]] = {}
+        #: When each awake actor next checks whether it may sleep.
+        self.idle_timers = IdleTimers()
+        #: Most actors awake at once since the last memory trim.
+        self._peak = 0
+        self._trim_handle: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._client_factory = client_factory
         #: Publishes broadcasts for connections held by other processes (channel layer).
         self.publisher = publisher
-        self._client: Any = None
+        #: One in-process client per namespace, made on first use (``self.client()``).
+        self._clients: dict[str, Any] = {}
         self.committer = GroupCommitter(
             store,
             interval=self.config.commit_interval,
@@ -121,10 +138,7 @@ class ActorRuntime:
         self.committer.start()
         if self.scheduler is not None:
             await self.scheduler.start()
-        self._tasks = [
-            self.loop.create_task(self._reap_idle_forever(), name="rivet-idle-reaper"),
-            self.loop.create_task(self._renew_leases_forever(), name="rivet-lease-renewal"),
-        ]
+        self._tasks = [self.loop.create_task(self._renew_leases_forever(), name="rivet-lease-renewal")]
         # Actors that were consuming queued messages when the process stopped or crashed resume.
         self._tasks.append(self.loop.create_task(self.queues.recover(), name="rivet-queue-recovery"))
         self.started = True
@@ -143,6 +157,15 @@ class ActorRuntime:
             _done, pending = await asyncio.wait(stops, timeout=timeout)
             if pending:
                 logger.warning("%d actor(s) did not stop within %gs", len(pending), timeout)
+        # The process goes away: connections kept open for sleeping actors close now, with
+        # a reason the official client reconnects on.
+        hibernated, self.hibernated = self.hibernated, {}
+        for conns in hibernated.values():
+            for conn in conns.values():
+                with contextlib.suppress(Exception):
+                    await conn.disconnect("actor.stopping")
+        if self._trim_handle is not None:
+            self._trim_handle.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -170,10 +193,12 @@ class ActorRuntime:
             task = self._waking.get(actor_id)
             if task is None:
                 if self.stopping:
-                    from ..exceptions import ActorStopping
-
                     raise ActorStopping("The runtime is shutting down")
-                task = asyncio.get_running_loop().create_task(self._wake(actor_id), name=f"rivet-wake-{actor_id}")
+                # A fresh context: the actor's hooks and run() must not inherit the caller's
+                # (its connection, a workflow step of another actor...).
+                task = asyncio.get_running_loop().create_task(
+                    self._wake(actor_id), name=f"rivet-wake-{actor_id}", context=contextvars.Context()
+                )
                 self._waking[actor_id] = task
                 task.add_done_callback(self._forget_waking)
             inst = await asyncio.shield(task)
@@ -189,16 +214,19 @@ class ActorRuntime:
     async def _wake(self, actor_id: str) -> ActorInstance:
         claimed = await self.store.claim(actor_id, self.node_id, self.config.lease_seconds)
         if claimed is None:
-            raise ActorNotFound(f"Actor {actor_id} not found")
+            raise ActorGone()
         if claimed.record.name not in self.registry:
             raise ActorNotFound(f"Actor {actor_id} is a {claimed.record.name!r}, which is not registered here")
         definition = self.registry.get(claimed.record.name)
         inst = ActorInstance(self, definition, claimed)
         self.instances[actor_id] = inst
+        if len(self.instances) > self._peak:
+            self._peak = len(self.instances)
         try:
             await inst.start()
         except BaseException:
             self.instances.pop(actor_id, None)
+            inst.give_back_connections()
             inst.abandon()
             # Give the lease back so the next call can try again from storage.
             from .store import StateWrite
@@ -215,6 +243,42 @@ class ActorRuntime:
             del self.instances[inst.actor_id]
             for listener in self.stop_listeners:
                 listener(inst)
+            # After many actors went to sleep, hand the freed memory back to the OS (once
+            # the burst is over): a sleeping actor should cost nothing but its database row.
+            if self._peak - len(self.instances) >= _TRIM_AFTER_SLEEPS and self._trim_handle is None and self.loop:
+                self._trim_handle = self.loop.call_later(_TRIM_DELAY, self._trim_soon)
+
+    def _trim_soon(self) -> None:
+        self._trim_handle = None
+        self._peak = len(self.instances)
+        self.trim()
+
+    # -- hibernated connections -------------------------------------------------
+
+    def hibernate(self, inst: ActorInstance, conns: list[Conn]) -> None:
+        """Keep ``conns`` of a stopping actor open while it sleeps (no ``on_disconnect``, no close)."""
+        kept = self.hibernated.setdefault(inst.actor_id, {})
+        for conn in conns:
+            conn.owner = None
+            conn.definition = inst.definition
+            kept[conn.id] = conn
+
+    def take_hibernated(self, actor_id: str) -> list[Conn]:
+        """The connections a waking actor adopts (its earlier instance hibernated them)."""
+        kept = self.hibernated.pop(actor_id, None)
+        return list(kept.values()) if kept else []
+
+    def _unhibernate(self, conn: Conn) -> ActorDefinition | None:
+        """Forget a hibernated connection; the definition of its actor, or None if it was not one."""
+        kept = self.hibernated.get(conn.actor_id)
+        if not kept or kept.pop(conn.id, None) is None:
+            return None
+        if not kept:
+            del self.hibernated[conn.actor_id]
+        return conn.definition
+
+    def _is_hibernated(self, conn: Conn) -> bool:
+        return conn.id in self.hibernated.get(conn.actor_id, ())
 
     def schedule_stop(self, inst: ActorInstance, *, destroy: bool) -> None:
         """Stop an instance after its current calls finish (``self.sleep()``/``destroy()``)."""
@@ -264,15 +328,8 @@ class ActorRuntime:
         if not inst.definition.has_connect_hooks:
             return await inst.call_action(name, args, kwargs, conn=Conn(params))
         # PROTOCOL.md section 6: a short-lived connection runs the connect hooks.
-        inst._begin_turn()
-        try:
-            conn = await inst.open_conn(params, request=request)
-            try:
-                return await inst.call_action(name, args, kwargs, conn=conn)
-            finally:
-                await inst.close_conn(conn)
-        finally:
-            inst._end_turn()
+        async with inst.short_lived_conn(params, request) as conn:
+            return await inst.call_action(name, args, kwargs, conn=conn)
 
     # -- connections ------------------------------------------------------------------
 
@@ -285,7 +342,12 @@ class ActorRuntime:
         request: Any = None,
         transport: str = "websocket",
     ) -> Conn:
-        """Open a stateful connection (connect hooks run; refusals raise)."""
+        """Open a stateful connection (connect hooks run; refusals raise).
+
+        While the actor is stopping, new connections are refused with ``actor.stopping``
+        (the official client retries it, and reaches the next instance).
+        """
+        self._refuse_while_stopping(actor_id)
         for _attempt in range(_WAKE_ATTEMPTS):
             inst = await self.instance(actor_id)
             if inst.status is not InstanceStatus.AWAKE:
@@ -298,35 +360,72 @@ class ActorRuntime:
                 inst._end_turn()
         raise NotAwake()
 
+    def _refuse_while_stopping(self, actor_id: str) -> None:
+        """New connections are refused while the actor stops (calls wait instead)."""
+        current = self.instances.get(actor_id)
+        if current is not None and current.status is InstanceStatus.STOPPING:
+            raise ActorStopping("Actor is stopping.")
+
     async def disconnect(self, conn: Conn) -> None:
-        """The client went away: forget the connection and run ``on_disconnect``."""
+        """The client went away: forget the connection and run ``on_disconnect``.
+
+        A connection that closes while its actor sleeps wakes the actor for its
+        ``on_disconnect`` (only if the actor has one).
+        """
         inst = self.instances.get(conn.actor_id)
         if inst is not None and conn.id in inst.conns:
             await inst.close_conn(conn)
+            return
+        definition = self._unhibernate(conn)
+        if definition is not None and definition.hook("on_disconnect") is not None:
+            with contextlib.suppress(ActorNotFound):
+                woken = await self.instance(conn.actor_id)
+                await woken.run_disconnect_hook(conn)
 
     async def subscribe(self, conn: Conn, event: str, subscribe: bool = True) -> None:
         inst = self.instances.get(conn.actor_id)
+        if (inst is None or conn.id not in inst.conns) and self._is_hibernated(conn):
+            inst = await self.instance(conn.actor_id)  # a hibernated connection wakes its actor
         if inst is None or conn.id not in inst.conns:
-            from ..exceptions import ActorStopping
-
             raise ActorStopping("The connection's actor is not awake")
         await inst.subscribe(conn, event, subscribe)
 
-    async def handle_request(self, actor_id: str, request: Any) -> Any:
-        """Raw HTTP: the actor's ``on_request``."""
+    async def handle_request(self, actor_id: str, request: Any, params: Any = None) -> Any:
+        """Raw HTTP: the actor's ``on_request``, on a short-lived connection whose connect
+        hooks run first and whose ``on_disconnect`` runs after (RivetKit)."""
         for attempt in range(_WAKE_ATTEMPTS):
             inst = await self.instance(actor_id)
             try:
-                return await inst.handle_request(request)
+                if inst.definition.hook("on_request") is None or not inst.definition.has_connect_hooks:
+                    return await inst.handle_request(request)
+                async with inst.short_lived_conn(params, request) as conn:
+                    return await inst.handle_request(request, conn)
             except NotAwake:
                 if attempt == _WAKE_ATTEMPTS - 1:
                     raise
         raise NotAwake()
 
-    async def run_websocket(self, actor_id: str, ws: Any, request: Any) -> None:
-        """Raw WebSocket: the actor's ``on_websocket`` for as long as it runs."""
+    async def open_raw_websocket(self, actor_id: str, params: Any, request: Any) -> tuple[ActorInstance, Conn | None]:
+        """Raw WebSocket, before it is accepted: wake the actor and run the connect hooks
+        (refusals raise). New raw sockets are refused while the actor is stopping."""
+        self._refuse_while_stopping(actor_id)
         inst = await self.instance(actor_id)
-        await inst.run_websocket(ws, request)
+        if not inst.definition.has_connect_hooks:
+            return inst, None
+        inst._begin_turn()
+        try:
+            return inst, await inst.open_conn(params, request=request)
+        finally:
+            inst._end_turn()
+
+    async def run_websocket(self, inst: ActorInstance, ws: Any, request: Any, conn: Conn | None = None) -> None:
+        """Raw WebSocket: the actor's ``on_websocket`` for as long as it runs, then the
+        connection's ``on_disconnect``."""
+        try:
+            await inst.run_websocket(ws, request, conn)
+        finally:
+            if conn is not None:
+                await inst.close_conn(conn)
 
     def publish(self, actor_id: str, event: OutgoingEvent) -> None:
         if self.publisher is not None:
@@ -348,38 +447,27 @@ class ActorRuntime:
         await inst.stop(destroy=True)
         return True
 
-    def client(self) -> Any:
-        """The in-process async client actors get from ``self.client()``."""
-        if self._client is None:
+    def client(self, namespace: str) -> Any:
+        """The in-process async client addressing actors in ``namespace`` (``self.client()``)."""
+        client = self._clients.get(namespace)
+        if client is None:
             if self._client_factory is None:
                 raise RuntimeError("This runtime has no client factory")
-            self._client = self._client_factory(self)
-        return self._client
+            client = self._clients[namespace] = self._client_factory(self, namespace)
+        return client
 
     # -- background work ---------------------------------------------------------
 
     async def reap_idle(self) -> int:
-        """Put every idle actor to sleep now; return how many were stopped."""
+        """Put every idle actor to sleep now; return how many were stopped.
+
+        Actors sleep on their own timers; this is for tests and tools that move a
+        manual clock."""
         now = self.clock.monotonic()
         idle = [inst for inst in list(self.instances.values()) if inst.is_idle(now)]
         for inst in idle:
             inst.stop()
         return len(idle)
-
-    async def _reap_idle_forever(self) -> None:
-        peak = 0
-        while True:
-            await asyncio.sleep(self.config.idle_check_interval)
-            try:
-                await self.reap_idle()
-            except Exception:
-                logger.exception("Idle reaper failed")
-            # After many actors went to sleep, hand the freed memory back to the OS:
-            # a sleeping actor should cost (almost) nothing but its database row.
-            peak = max(peak, len(self.instances))
-            if peak - len(self.instances) >= _TRIM_AFTER_SLEEPS:
-                peak = len(self.instances)
-                self.trim()
 
     def trim(self) -> None:
         """Give back what indexed actors that went to sleep, then free heap pages."""

@@ -5,36 +5,56 @@ Lifecycle (a state machine, ARCHITECTURE.md rule 5)::
     STARTING --start()--> AWAKE --stop()--> STOPPING --final flush--> STOPPED
 
 Creation runs ``create_state -> on_create`` (committed before anything else),
-then every wake ``create_vars -> on_wake -> run``. Stopping sets the abort
-event, lets in-flight calls finish (up to the grace period), runs ``on_sleep``
-or ``on_destroy``, then writes the final state together with the release of
-the lease, or deletes everything on destroy.
+then every wake ``create_vars -> on_wake -> run``.
+
+Sleep is on time: each awake actor has one idle timer, due ``sleep_timeout``
+after its last activity. Activity only moves ``last_activity`` (nothing per
+call); when the timer fires early it is re-armed for what is left, and while
+something blocks sleep (a call, a connection, a raw socket, ``keep_awake``
+work, ``prevent_sleep``, a ``run`` that is not waiting on its queue) it checks
+again one timeout later. Every blocker's end counts as activity.
+
+The stop sequence (RivetKit's order), all bounded by ``sleep_grace_period``:
+abort signal -> calls in flight finish -> ``run`` returns (bounded by
+``run_stop_timeout``) -> ``on_sleep`` / ``on_destroy`` -> ``keep_awake`` /
+``wait_until`` work and ``prevent_sleep`` -> connections: on destroy closed
+(``on_disconnect``, close 1000), on sleep hibernated (kept open, no
+``on_disconnect``; the next instance adopts them, and their calls wake it) ->
+raw WebSockets closed (1000 ``actor.stopped``) -> work their handlers started
+-> final save together with the release of the lease (or delete everything on
+destroy).
+
+Events pass an output gate in ``"commit"`` durability: an event waits until
+the state changes made before it are committed (the next group commit, not the
+end of the action), then goes out in order, before the reply.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import enum
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import (
     ActionNotFound,
     ActionTimedOut,
     ActorAborted,
-    ActorNotFound,
     Forbidden,
     InvalidRequest,
     LostOwnership,
+    NoRequestHandler,
     RivetError,
     StateNotSerializable,
 )
 from . import serde
-from .conn import Conn, OutgoingEvent, TurnEvents, emit, turn_events
+from .conn import Conn, OutgoingEvent
 from .kv import ActorKV
+from .observed import StateObserver
 from .queue import enter_handler, leave_handler
 from .store import ClaimedActor, StateWrite
 
@@ -81,14 +101,19 @@ class ActorInstance:
     __slots__ = (
         "__weakref__",
         "_abort_event",
+        "_aborted",
         "_claimed",
         "_conns",
+        "_destroy_requested",
         "_drain_waiter",
-        "_in_state_change",
+        "_idle_slot",
+        "_idle_waits",
         "_inflight",
         "_keep_awake",
         "_kv",
         "_log",
+        "_observer",
+        "_outbox",
         "_pending_commit",
         "_queue",
         "_raw_sockets",
@@ -98,6 +123,8 @@ class ActorInstance:
         "_stopped",
         "_submitted",
         "_throttle_handle",
+        "_unsettled",
+        "_wait_until",
         "actor",
         "actor_id",
         "definition",
@@ -132,15 +159,29 @@ class ActorInstance:
         self._drain_waiter: asyncio.Future[None] | None = None
         self.last_activity = runtime.clock.monotonic()
         self._abort_event: asyncio.Event | None = None
+        self._aborted = False
         self._stopped: asyncio.Future[None] | None = None
         self._conns: dict[str, Conn] | None = None
         self._raw_sockets: set[Any] | None = None
         self.prevent_sleep = False
         self._keep_awake: set[asyncio.Future[Any]] | None = None
+        self._wait_until: set[asyncio.Future[Any]] | None = None
         self._stop_task: asyncio.Task[None] | None = None
+        self._destroy_requested = False
         self._run_task: asyncio.Task[Any] | None = None
+        #: Waits that a wake resumes (queue receives, durable workflow sleeps): a ``run``
+        #: blocked in one lets the actor sleep, and sleep's abort signal ends it.
+        self._idle_waits = 0
+        #: The IdleTimers slot of this actor's next idle check (None: none armed).
+        self._idle_slot: float | None = None
         self._throttle_handle: asyncio.TimerHandle | None = None
-        self._in_state_change = False
+        #: Events made since the last commit was submitted (output gate, below).
+        self._unsettled: list[tuple[Callable[[OutgoingEvent], None], OutgoingEvent]] | None = None
+        #: Events waiting for their commit, in order.
+        self._outbox: list[tuple[asyncio.Future[None] | None, Callable[[OutgoingEvent], None], OutgoingEvent]] | None = (
+            None
+        )
+        self._observer: StateObserver | None = None
         self._kv: ActorKV | None = None
         self._log: ActorLogAdapter | None = None
         self._schedule: Any = None
@@ -171,9 +212,13 @@ class ActorInstance:
         """Set when the actor starts stopping."""
         if self._abort_event is None:
             self._abort_event = asyncio.Event()
-            if self.status in (InstanceStatus.STOPPING, InstanceStatus.STOPPED):
+            if self._aborted:
                 self._abort_event.set()
         return self._abort_event
+
+    @property
+    def aborted(self) -> bool:
+        return self._aborted
 
     @property
     def stopped(self) -> asyncio.Future[None]:
@@ -217,6 +262,7 @@ class ActorInstance:
         return self._log
 
     def _set_aborted(self) -> None:
+        self._aborted = True
         if self._abort_event is not None:
             self._abort_event.set()
         if self._queue is not None:
@@ -225,6 +271,7 @@ class ActorInstance:
     def _mark_stopped(self) -> None:
         self.status = InstanceStatus.STOPPED
         self._set_aborted()
+        self._cancel_timers()
         if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(None)
 
@@ -243,23 +290,37 @@ class ActorInstance:
             data = self._serialize_state() if self.definition.has_state else None
             # The initial state is always committed before the actor serves anything,
             # whatever the durability mode: create_state must never run twice.
-            await self.runtime.committer.submit(
-                StateWrite(self.actor_id, self.generation, data, initialized=True)
-            )
+            await self.runtime.committer.submit(StateWrite(self.actor_id, self.generation, data, initialized=True))
             self._submitted = data
         elif self.definition.has_state:
             self.state = serde.loads(claimed.state) if claimed.state is not None else None
         self._claimed = None  # its bytes are in self.state now
+        if self.definition.hook("on_state_change") is not None and self.definition.has_state:
+            self._observer = StateObserver(self._state_changed)
+            self.state = self._observer.wrap(self.state)
         created_vars = await self._call_hook("create_vars", timeout=self.runtime.config.hook_timeout)
         self.vars = self.definition.make_initial_vars() if created_vars is _MISSING else created_vars
+        # Connections that stayed open while the actor slept are its connections again.
+        for conn in self.runtime.take_hibernated(self.actor_id):
+            conn.owner = self
+            self.conns[conn.id] = conn
         await self._call_hook("on_wake")
         await self._persist_changes()
+        if self.status is not InstanceStatus.STARTING:
+            return  # a hook asked to stop already: the stop sequence takes it from here
         self.status = InstanceStatus.AWAKE
         self.last_activity = self.runtime.clock.monotonic()
         if self.definition.hook("run") is not None:
             self._run_task = asyncio.get_running_loop().create_task(self._run_loop(), name=f"rivet-run-{self.actor_id}")
+        self._arm_idle_timer()
         if logger.isEnabledFor(logging.DEBUG):  # the adapter stays uncreated for quiet actors
             self.log.debug("awake (generation %d)", self.generation)
+
+    def give_back_connections(self) -> None:
+        """Starting failed: connections adopted from hibernation wait for the next try."""
+        if self._conns:
+            self.runtime.hibernate(self, list(self._conns.values()))
+            self._conns = None
 
     async def _run_loop(self) -> None:
         scope = enter_handler()  # run() is the handler of the queue messages it receives
@@ -277,6 +338,10 @@ class ActorInstance:
             consumer = leave_handler(scope)
             if consumer is not None:
                 await consumer.finish(handled)
+            # The run handler kept the actor awake; its end is activity.
+            self._touch()
+            if self.status is InstanceStatus.AWAKE:
+                self.persist_soon()
 
     # -- calls --------------------------------------------------------------------
 
@@ -293,7 +358,7 @@ class ActorInstance:
             raise NotAwake()
         spec = self.definition.actions.get(name)
         if spec is None:
-            raise ActionNotFound(f"Action {name!r} not found on actor {self.definition.name!r}")
+            raise ActionNotFound(f"Action `{name}` was not found.")
         method = getattr(self.actor, spec.attr)
         kwargs = kwargs or {}
         self._check_arguments(name, method, args, kwargs)
@@ -301,51 +366,44 @@ class ActorInstance:
         token = _current_conn.set((self, conn) if conn is not None else None)
         scope = enter_handler()  # queue messages received by the action are acknowledged when it returns
         handled = False
-        turn = TurnEvents(self.actor_id) if self.options.durability == "commit" else None
-        turn_token = turn_events.set(turn)
         try:
             try:
-                output = await self._invoke(name, method, spec.is_async, args, kwargs)
+                output = await self._invoke(method, spec.is_async, args, kwargs)
                 hook = self.definition.hook("on_before_action_response")
                 if hook is not None:
                     output = await _maybe_await(hook(self.actor, name, list(args), output))
             finally:
-                try:
-                    await self._persist_changes()
-                except BaseException:
-                    if turn is not None:
-                        turn.discard()  # the state these events describe was not committed
-                    raise
-                if turn is not None:
-                    turn.flush()
+                await self._persist_changes()
             handled = True
             return output
         finally:
-            turn_events.reset(turn_token)
             _current_conn.reset(token)
             consumer = leave_handler(scope)
             if consumer is not None:
                 await consumer.finish(handled)
             self._end_turn()
 
-    async def _invoke(
-        self, name: str, method: Callable[..., Any], is_async: bool, args: Any, kwargs: dict[str, Any]
-    ) -> Any:
+    async def _invoke(self, method: Callable[..., Any], is_async: bool, args: Any, kwargs: dict[str, Any]) -> Any:
         timeout = self.options.action_timeout
         if not is_async:
-            # Sync actions run inline on the loop: a turn that cannot interleave.
+            # Sync actions run inline on the loop: a turn that cannot interleave (nor be
+            # interrupted); an awaitable they return is awaited under the timeout.
             result = method(*args, **kwargs)
-            if inspect.isawaitable(result):
-                result = await result
-            return result
+            if not inspect.isawaitable(result):
+                return result
+            call: Awaitable[Any] = result
+        else:
+            call = method(*args, **kwargs)
         if timeout is None:
-            return await method(*args, **kwargs)
+            return await call
         try:
             async with asyncio.timeout(timeout) as scope:
-                return await method(*args, **kwargs)
+                return await call
         except TimeoutError:
             if scope.expired():
-                raise ActionTimedOut(f"Action {name!r} timed out after {timeout:g}s") from None
+                raise ActionTimedOut(
+                    f"Action timed out after {timeout:g}s (raise it with Meta.action_timeout)"
+                ) from None
             raise
 
     def _check_arguments(self, name: str, method: Callable[..., Any], args: Any, kwargs: dict[str, Any]) -> None:
@@ -364,8 +422,8 @@ class ActorInstance:
     def _end_turn(self) -> None:
         self._inflight -= 1
         self.last_activity = self.runtime.clock.monotonic()
-        if self._inflight == 0 and self._drain_waiter is not None and not self._drain_waiter.done():
-            self._drain_waiter.set_result(None)
+        if self._inflight == 0 and self._drain_waiter is not None:
+            self._wake_drainer()
 
     @property
     def inflight(self) -> int:
@@ -389,22 +447,44 @@ class ActorInstance:
             await self._call_hook("on_connect", conn, timeout=timeout)
         finally:
             _current_request.reset(req_token)
+        conn.owner = self
         self.conns[conn.id] = conn
         # State the hooks changed is committed before the connection is usable.
         await self._persist_changes()
         return conn
 
+    @contextlib.asynccontextmanager
+    async def short_lived_conn(self, params: Any, request: Any) -> AsyncIterator[Conn]:
+        """The connection of one stateless call or raw request: connect hooks before,
+        ``on_disconnect`` after (PROTOCOL.md section 6); it keeps the actor awake meanwhile."""
+        self._begin_turn()
+        try:
+            conn = await self.open_conn(params, request=request)
+            try:
+                yield conn
+            finally:
+                await self.close_conn(conn)
+        finally:
+            self._end_turn()
+
     async def close_conn(self, conn: Conn) -> None:
         """Forget a connection and run ``on_disconnect``."""
         if not self._conns or self._conns.pop(conn.id, None) is None:
             return
-        self.last_activity = self.runtime.clock.monotonic()
+        self._begin_turn()  # a disconnect callback in progress keeps the actor awake
         try:
             await self._call_hook("on_disconnect", conn, timeout=self.runtime.config.hook_timeout)
             if self.status is InstanceStatus.AWAKE:
                 await self._persist_changes()
         except Exception:
             self.log.exception("on_disconnect raised")
+        finally:
+            self._end_turn()
+
+    async def run_disconnect_hook(self, conn: Conn) -> None:
+        """``on_disconnect`` of a connection that closed while the actor slept (it was hibernated)."""
+        self.conns[conn.id] = conn
+        await self.close_conn(conn)
 
     def current_conn(self) -> Conn | None:
         current = _current_conn.get()
@@ -416,16 +496,13 @@ class ActorInstance:
         return _current_request.get()
 
     async def subscribe(self, conn: Conn, event: str, subscribe: bool = True) -> None:
-        """Subscribe a connection to an event (checked by ``can_subscribe``) or unsubscribe it."""
+        """Subscribe a connection to an event (checked by ``can_subscribe`` when it is declared)."""
         if not subscribe:
             conn.subscriptions.discard(event)
             return
-        events = self.definition.events
-        spec = events.get(event)
-        if events and spec is None:
-            raise InvalidRequest(
-                f"Actor {self.definition.name!r} has no event {event!r} (declared: {', '.join(sorted(events))})"
-            )
+        # Undeclared events may be subscribed to and broadcast (RivetKit); a declaration
+        # only adds its can_subscribe check.
+        spec = self.definition.events.get(event)
         if spec is not None and spec.can_subscribe is not None:
             token = _current_conn.set((self, conn))
             try:
@@ -433,12 +510,12 @@ class ActorInstance:
             finally:
                 _current_conn.reset(token)
             if not allowed:
-                raise Forbidden(f"Subscription to {event!r} refused")
+                raise Forbidden("Forbidden", metadata={"event": event})
         conn.subscriptions.add(event)
 
     def broadcast(self, event: str, args: tuple[Any, ...]) -> None:
         """Deliver an event to this node's subscribed connections, then publish it for other nodes."""
-        emit(self.actor_id, self._deliver, OutgoingEvent(event, args))
+        self.emit(self._deliver, OutgoingEvent(event, args))
 
     def _deliver(self, message: OutgoingEvent) -> None:
         for conn in (self._conns or {}).values():
@@ -446,48 +523,156 @@ class ActorInstance:
                 conn.sink.send_event(message)
         self.runtime.publish(self.actor_id, message)
 
+    # -- the output gate for events ------------------------------------------------
+    #
+    # In commit durability an event must not describe a state a crash could still lose.
+    # An event made now waits for the next commit submitted after it (which holds every
+    # change made before it): usually the commit at the end of its call, so the common
+    # "change, broadcast, return" costs no extra serialization. If no commit comes by the
+    # end of the loop tick (a long action awaiting something), _settle_events submits one.
+
+    def emit(self, deliver: Callable[[OutgoingEvent], None], event: OutgoingEvent) -> None:
+        """``deliver(event)`` once the state changes made before it are durable, in order."""
+        if self.options.durability != "commit" or not self.definition.has_state or self.status is InstanceStatus.STOPPED:
+            if self._outbox:
+                self._outbox.append((None, deliver, event))  # behind the events still waiting
+            else:
+                deliver(event)
+            return
+        unsettled = self._unsettled
+        if unsettled is None:
+            unsettled = self._unsettled = []
+            asyncio.get_running_loop().call_soon(self._settle_events)
+        unsettled.append((deliver, event))
+
+    def _gate_unsettled(self, gate: asyncio.Future[None] | None) -> None:
+        """The events made so far wait for ``gate``, a commit submitted after them (None: none
+        is needed; they go out once the events before them did)."""
+        unsettled = self._unsettled
+        if not unsettled:
+            return
+        self._unsettled = None
+        outbox = self._outbox
+        if outbox is None:
+            if gate is None:
+                for deliver, event in unsettled:
+                    deliver(event)
+                return
+            outbox = self._outbox = []
+        if gate is not None:
+            gate.add_done_callback(self._flush_outbox)
+        outbox.extend([(gate, deliver, event) for deliver, event in unsettled])
+        if gate is None:
+            self._flush_outbox()
+
+    def _settle_events(self) -> None:
+        """End of the tick in which events were made and no commit was submitted since:
+        submit the state they describe (or find that nothing is pending)."""
+        if not self._unsettled:
+            self._unsettled = None
+            return
+        if self.status is InstanceStatus.STOPPED:
+            self._gate_unsettled(None)
+            return
+        try:
+            data = serde.dumps(self.state)
+        except serde.ValueNotSerializable:
+            return  # left for the call's end, which reports it (and drops these events)
+        if data != self._submitted:
+            self._submitted = data
+            future = self.runtime.committer.submit(StateWrite(self.actor_id, self.generation, data))
+            self._pending_commit = future
+            future.add_done_callback(self._settle_commit_done)
+            self._gate_unsettled(future)
+            return
+        pending = self._pending_commit
+        self._gate_unsettled(pending if pending is not None and not pending.done() else None)
+
+    def _settle_commit_done(self, future: asyncio.Future[None]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            self._submitted = None  # not durable: the next turn writes it again
+
+    def _flush_outbox(self, _: Any = None) -> None:
+        outbox = self._outbox
+        while outbox:
+            gate, deliver, event = outbox[0]
+            if gate is not None and not gate.done():
+                return
+            del outbox[0]
+            if gate is not None and (gate.cancelled() or gate.exception() is not None):
+                continue  # the state it describes was not committed: it never happened
+            try:
+                deliver(event)
+            except Exception:
+                self.log.exception("delivering event %r failed", event.name)
+        self._outbox = None  # drained: an idle actor keeps no list
+
     # -- raw HTTP and WebSocket ---------------------------------------------------
 
-    async def handle_request(self, request: Any) -> Any:
+    async def handle_request(self, request: Any, conn: Conn | None = None) -> Any:
         """Run ``on_request(request)`` as a turn; its state changes are committed like an action's."""
         hook = self.definition.hook("on_request")
         if hook is None:
-            raise ActorNotFound(f"Actor {self.definition.name!r} has no on_request handler")
+            raise NoRequestHandler(f"Actor {self.definition.name!r} has no on_request handler")
         if self.status is not InstanceStatus.AWAKE:
             raise NotAwake()
         self._begin_turn()
         token = _current_request.set(request)
+        conn_token = _current_conn.set((self, conn) if conn is not None else None)
         try:
             try:
                 response = await _maybe_await(hook(self.actor, request))
             finally:
                 await self._persist_changes()
         finally:
+            _current_conn.reset(conn_token)
             _current_request.reset(token)
             self._end_turn()
         if response is None:
             raise RivetError(f"on_request of actor {self.definition.name!r} returned no response")
         return response
 
-    async def run_websocket(self, ws: Any, request: Any) -> None:
+    async def run_websocket(self, ws: Any, request: Any, conn: Conn | None = None) -> None:
         """Run ``on_websocket(ws)``; the socket keeps the actor awake until the handler returns."""
         hook = self.definition.hook("on_websocket")
-        if hook is None:
-            raise ActorNotFound(f"Actor {self.definition.name!r} has no on_websocket handler")
         self.raw_sockets.add(ws)
         # Each receive first commits what handling the previous message changed.
         ws.before_receive = self._persist_changes
         token = _current_request.set(request)
+        conn_token = _current_conn.set((self, conn) if conn is not None else None)
         try:
-            await _maybe_await(hook(self.actor, ws))
+            if hook is not None:
+                await _maybe_await(hook(self.actor, ws))
+            else:
+                await ws.wait_closed()  # no handler: the socket stays open and silent (RivetKit)
         finally:
+            _current_conn.reset(conn_token)
             _current_request.reset(token)
             self.raw_sockets.discard(ws)
-            self.last_activity = self.runtime.clock.monotonic()
+            self._touch()
             if self.status is InstanceStatus.AWAKE:
                 await self._persist_changes()
+            elif self._drain_waiter is not None:
+                self._wake_drainer()
 
     # -- state and the commit gate ---------------------------------------------
+
+    def _state_changed(self) -> Any:
+        hook = self.definition.hook("on_state_change")
+        assert hook is not None
+        return hook(self.actor, self.state)
+
+    def assign_state(self, value: Any) -> None:
+        """``self.state = value`` of actor code."""
+        observer = self._observer
+        if observer is None:
+            self.state = value
+            return
+        observer.before_mutation()
+        if value is self.state:
+            return
+        self.state = observer.wrap(value)
+        observer.changed()
 
     def _serialize_state(self) -> bytes:
         try:
@@ -495,7 +680,8 @@ class ActorInstance:
         except serde.ValueNotSerializable as exc:
             # Put the last good state back so the actor keeps serving consistent data.
             bad_type = exc.type_name
-            self.state = serde.loads(self._submitted) if self._submitted is not None else None
+            restored = serde.loads(self._submitted) if self._submitted is not None else None
+            self.state = restored if self._observer is None else self._observer.wrap(restored)
             raise StateNotSerializable(
                 f"State of actor {self.definition.name!r} {list(self.key)} ({self.actor_id}) is not serializable: "
                 f"{exc.path} holds a value of type {bad_type!r}; the last good state was kept"
@@ -503,20 +689,22 @@ class ActorInstance:
 
     async def _persist_changes(self) -> None:
         """Commit gate: hand a changed state to the committer and wait as durability says."""
+        if self._observer is not None:
+            self._observer.flush_now()  # on_state_change runs before the reply (RivetKit)
         if not self.definition.has_state:
             await self._wait_pending_commit()
             return
-        data = self._serialize_state()
+        try:
+            data = self._serialize_state()
+        except StateNotSerializable:
+            self._unsettled = None  # they describe a state that will never be committed
+            raise
         if data == self._submitted:
+            if self._unsettled:
+                pending = self._pending_commit
+                self._gate_unsettled(pending if pending is not None and not pending.done() else None)
             await self._wait_pending_commit()
             return
-        if not self._in_state_change and self.definition.hook("on_state_change") is not None:
-            self._in_state_change = True
-            try:
-                await self._call_hook("on_state_change", self.state)
-            finally:
-                self._in_state_change = False
-            data = self._serialize_state()
         self._submitted = data
         if self.options.durability == "commit":
             await self._commit(data)
@@ -537,6 +725,8 @@ class ActorInstance:
     async def _commit(self, data: bytes | None) -> None:
         future = self.runtime.committer.submit(StateWrite(self.actor_id, self.generation, data))
         self._pending_commit = future
+        if self._unsettled:
+            self._gate_unsettled(future)
         try:
             await asyncio.shield(future)
         except LostOwnership:
@@ -575,41 +765,122 @@ class ActorInstance:
         else:
             self._schedule_throttled_save()
 
-    # -- sleep, destroy ---------------------------------------------------------
+    # -- sleep: the idle timer and what blocks it -------------------------------
 
-    def keep_awake(self, aw: Awaitable[Any]) -> asyncio.Future[Any]:
-        """Run ``aw`` in the background; the actor stays awake until it finishes."""
-        future = asyncio.ensure_future(aw)
-        if self._keep_awake is None:
-            self._keep_awake = set()
-        self._keep_awake.add(future)
+    def _touch(self) -> None:
+        self.last_activity = self.runtime.clock.monotonic()
 
-        def done(f: asyncio.Future[Any]) -> None:
-            if self._keep_awake is not None:
-                self._keep_awake.discard(f)
-            self.last_activity = self.runtime.clock.monotonic()
-            if self.status is InstanceStatus.AWAKE:
-                # Background work's state changes are committed once it ends.
-                self.persist_soon()
-            if not f.cancelled() and f.exception() is not None:
-                self.log.error("background task failed", exc_info=f.exception())
+    def set_prevent_sleep(self, value: bool) -> None:
+        """``self.prevent_sleep = value``; clearing it counts as activity (and lets a stop go on)."""
+        if self.prevent_sleep and not value:
+            self._touch()
+            if self._drain_waiter is not None:
+                self._wake_drainer()
+        self.prevent_sleep = value
 
-        future.add_done_callback(done)
-        return future
+    @contextlib.contextmanager
+    def idle_wait(self) -> Iterator[None]:
+        """Around a wait that something durable ends (a queue message, a schedule): a ``run``
+        loop blocked in it does not keep the actor awake (RivetKit: queue waits are
+        sleep-compatible; the next instance's ``run`` resumes it)."""
+        self._idle_waits += 1
+        self._touch()
+        try:
+            yield
+        finally:
+            self._idle_waits -= 1
+            self._touch()
+
+    def sleep_blocked(self) -> bool:
+        """Whether something in progress keeps the actor awake whatever its idle time."""
+        run = self._run_task
+        return bool(
+            self.prevent_sleep
+            or self._inflight
+            or self._conns
+            or self._raw_sockets
+            or self._keep_awake
+            or (self._queue is not None and self._queue.busy)
+            or (run is not None and not run.done() and self._idle_waits == 0)
+        )
 
     def is_idle(self, now: float) -> bool:
         """Whether the idle timer may put this actor to sleep now."""
         return (
             self.status is InstanceStatus.AWAKE
             and not self.options.no_sleep
-            and not self.prevent_sleep
-            and self._inflight == 0
-            and not self._conns
-            and not self._raw_sockets
-            and not self._keep_awake
-            and (self._queue is None or not self._queue.busy)
+            and not self.sleep_blocked()
             and now - self.last_activity >= self.options.sleep_timeout
         )
+
+    def _arm_idle_timer(self) -> None:
+        if self._idle_slot is not None or self.options.no_sleep or self.status is not InstanceStatus.AWAKE:
+            return
+        delay = self.last_activity + self.options.sleep_timeout - self.runtime.clock.monotonic()
+        self._idle_slot = self.runtime.idle_timers.add(self, delay)
+
+    def idle_check(self) -> None:
+        """The idle timer is due: sleep, or check again when the actor may be idle."""
+        self._idle_slot = None
+        if self.status is not InstanceStatus.AWAKE:
+            return
+        timeout = self.options.sleep_timeout
+        if self.sleep_blocked():
+            delay = timeout  # the blocker's end moves last_activity: the timer then re-arms for it
+        else:
+            delay = self.last_activity + timeout - self.runtime.clock.monotonic()
+            if delay <= 0:
+                self.stop()
+                return
+        self._idle_slot = self.runtime.idle_timers.add(self, delay)
+
+    def _cancel_timers(self) -> None:
+        if self._idle_slot is not None:
+            self.runtime.idle_timers.discard(self, self._idle_slot)
+            self._idle_slot = None
+        if self._throttle_handle is not None:
+            self._throttle_handle.cancel()
+            self._throttle_handle = None
+
+    # -- background work ----------------------------------------------------------
+
+    def keep_awake(self, aw: Awaitable[Any]) -> asyncio.Future[Any]:
+        """Run ``aw`` in the background; the actor stays awake until it finishes."""
+        return self._track(aw, blocks_sleep=True)
+
+    def wait_until(self, aw: Awaitable[Any]) -> asyncio.Future[Any]:
+        """Run ``aw`` in the background; a stop waits for it (within the grace period), but it
+        does not keep the actor awake (RivetKit's ``waitUntil``)."""
+        return self._track(aw, blocks_sleep=False)
+
+    def _track(self, aw: Awaitable[Any], *, blocks_sleep: bool) -> asyncio.Future[Any]:
+        future = asyncio.ensure_future(aw)
+        if blocks_sleep:
+            if self._keep_awake is None:
+                self._keep_awake = set()
+            tracked = self._keep_awake
+        else:
+            if self._wait_until is None:
+                self._wait_until = set()
+            tracked = self._wait_until
+        tracked.add(future)
+
+        def done(f: asyncio.Future[Any]) -> None:
+            tracked.discard(f)
+            self._touch()
+            if not f.cancelled() and f.exception() is not None:
+                what = "keepAwake" if blocks_sleep else "actor wait_until"
+                self.log.error("%s promise rejected", what, exc_info=f.exception())
+            if self.status is InstanceStatus.AWAKE:
+                # Background work's state changes are committed once it ends.
+                self.persist_soon()
+            elif self._drain_waiter is not None:
+                self._wake_drainer()
+
+        future.add_done_callback(done)
+        return future
+
+    # -- stopping ----------------------------------------------------------------
 
     def request_sleep(self) -> None:
         if self.status in (InstanceStatus.AWAKE, InstanceStatus.STARTING):
@@ -620,47 +891,40 @@ class ActorInstance:
             self.runtime.schedule_stop(self, destroy=True)
 
     def stop(self, *, destroy: bool = False) -> asyncio.Task[None]:
-        """Start stopping (idempotent); the returned task ends when the actor is stopped."""
+        """Start stopping; the returned task ends when the actor is stopped.
+
+        A second call is a no-op, except that a destroy asked for while sleeping
+        turns the stop into a destroy.
+        """
         if self._stop_task is None:
             # Synchronously, so calls arriving from now on wait for the stop and wake it again.
             self.status = InstanceStatus.STOPPING
-            self._set_aborted()
+            # A fresh context: hooks of the stop must not see the calling action's connection.
             self._stop_task = asyncio.get_running_loop().create_task(
-                self._stop(destroy), name=f"rivet-stop-{self.actor_id}"
+                self._stop(destroy), name=f"rivet-stop-{self.actor_id}", context=contextvars.Context()
             )
+        elif destroy:
+            self._destroy_requested = True
         return self._stop_task
 
     async def _stop(self, destroy: bool) -> None:
-        if self._throttle_handle is not None:
-            self._throttle_handle.cancel()
-            self._throttle_handle = None
-        grace = self.options.sleep_grace_period
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
-        if self._inflight:
-            self._drain_waiter = loop.create_future()
-            try:
-                await asyncio.wait_for(asyncio.shield(self._drain_waiter), timeout=grace)
-            except TimeoutError:
-                self.log.warning("%d call(s) still running after the %gs grace period", self._inflight, grace)
-        await self._finish_background(deadline)
+        self._cancel_timers()
+        self._set_aborted()
+        deadline = loop.time() + self.options.sleep_grace_period
         try:
-            await self._call_hook("on_destroy" if destroy else "on_sleep")
-        except Exception:
-            self.log.exception("%s raised", "on_destroy" if destroy else "on_sleep")
-        for ws in list(self._raw_sockets or ()):
-            try:
-                await ws.close(1011, "actor.destroyed" if destroy else "actor.stopping")
-            except Exception:
-                self.log.exception("closing a raw WebSocket failed")
-        for conn in list((self._conns or {}).values()):
-            await self.close_conn(conn)
-            try:
-                # A group.code reason the official client parses; it reconnects and wakes us again.
-                await conn.disconnect("actor.destroyed" if destroy else "actor.stopping")
-            except Exception:
-                self.log.exception("closing connection %s failed", conn.id)
-        try:
+            await self._wait_until_settled(deadline, "call(s) in flight", lambda: bool(self._inflight))
+            await self._wait_for_run(deadline)
+            await self._run_stop_hook("on_destroy" if destroy else "on_sleep", deadline)
+            await self._wait_until_settled(deadline, "background task(s)", self._has_pending_work, cancel=True)
+            if self._destroy_requested and not destroy:
+                destroy = True  # asked for while going to sleep
+                await self._run_stop_hook("on_destroy", deadline)
+                await self._wait_until_settled(deadline, "background task(s)", self._has_pending_work, cancel=True)
+            await self._release_connections(destroy)
+            await self._wait_until_settled(
+                deadline, "handler(s) closing", lambda: self._has_pending_work() or bool(self._raw_sockets), cancel=True
+            )
             if destroy:
                 await self.runtime.store.destroy(self.actor_id, self.generation)
                 self.runtime.queues.actor_destroyed(self.actor_id)  # its waiting senders get an answer
@@ -672,26 +936,89 @@ class ActorInstance:
         except LostOwnership:
             self.log.warning("lost ownership before the final flush; state left to the new owner")
         except Exception:
-            self.log.exception("final flush failed")
+            self.log.exception("stopping failed")
         finally:
             self._mark_stopped()
             self.runtime.forget(self)
 
-    async def _finish_background(self, deadline: float) -> None:
+    def _has_pending_work(self) -> bool:
+        return bool(self._keep_awake or self._wait_until or self.prevent_sleep or self._inflight)
+
+    def _wake_drainer(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait_until_settled(
+        self, deadline: float, what: str, pending: Callable[[], bool], *, cancel: bool = False
+    ) -> None:
+        """Wait (until ``deadline``) for ``pending()`` to turn false; each change of a blocker
+        wakes the check. At the deadline, leftover background tasks are cancelled."""
         loop = asyncio.get_running_loop()
-        tasks: list[asyncio.Future[Any]] = list(self._keep_awake or ())
-        if self._run_task is not None:
-            tasks.append(self._run_task)
-        if not tasks:
+        while pending():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                self.log.warning("%s still running after the %gs grace period", what, self.options.sleep_grace_period)
+                if cancel:
+                    for task in [*(self._keep_awake or ()), *(self._wait_until or ())]:
+                        task.cancel()
+                    self.prevent_sleep = False
+                return
+            self._drain_waiter = loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._drain_waiter), timeout=remaining)
+            except TimeoutError:
+                pass
+            finally:
+                self._drain_waiter = None
+
+    async def _wait_for_run(self, deadline: float) -> None:
+        task = self._run_task
+        if task is None or task.done():
             return
-        remaining = max(0.0, min(deadline - loop.time(), self.options.run_stop_timeout))
-        _, pending = await asyncio.wait(tasks, timeout=remaining)
-        for task in pending:
+        loop = asyncio.get_running_loop()
+        timeout = max(0.0, min(deadline - loop.time(), self.options.run_stop_timeout))
+        await asyncio.wait([task], timeout=timeout)
+        if not task.done():
+            self.log.warning("run() did not return within %gs of the abort signal; cancelling it", timeout)
             task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=1.0)
+            await asyncio.wait([task], timeout=1.0)
+
+    async def _run_stop_hook(self, name: str, deadline: float) -> None:
+        remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+        try:
+            async with asyncio.timeout(remaining):
+                await self._call_hook(name)
+        except TimeoutError:
+            self.log.warning("%s did not finish within the %gs grace period", name, self.options.sleep_grace_period)
+        except Exception:
+            self.log.exception("%s raised", name)
+
+    async def _release_connections(self, destroy: bool) -> None:
+        """On destroy, connections close (``on_disconnect``, then close 1000); on sleep they
+        hibernate. Raw WebSockets close with 1000 ``actor.stopped`` either way."""
+        for ws in list(self._raw_sockets or ()):
+            try:
+                await ws.close(1000, "actor.stopped")
+            except Exception:
+                self.log.exception("closing a raw WebSocket failed")
+        conns = [conn for conn in (self._conns or {}).values() if conn.sink is not None]
+        if not destroy:
+            if conns:
+                for conn in conns:
+                    self.conns.pop(conn.id, None)
+                self.runtime.hibernate(self, conns)
+            return
+        for conn in conns:
+            await self.close_conn(conn)
+            try:
+                await conn.disconnect(None)
+            except Exception:
+                self.log.exception("closing connection %s failed", conn.id)
 
     async def _final_flush(self) -> None:
+        if self._observer is not None:
+            self._observer.flush_now()
         data: bytes | None = None
         if self.definition.has_state:
             try:
@@ -699,14 +1026,19 @@ class ActorInstance:
             except StateNotSerializable:
                 self.log.exception("state not serializable at sleep; keeping the last good state")
                 data = self._submitted
-        await self.runtime.committer.submit(StateWrite(self.actor_id, self.generation, data, release=True))
+        future = self.runtime.committer.submit(StateWrite(self.actor_id, self.generation, data, release=True))
+        if self._unsettled:
+            self._gate_unsettled(future)
+        await future
 
     def abandon(self) -> None:
         """Drop this instance without writing anything (it lost ownership)."""
         self._mark_stopped()
-        if self._throttle_handle is not None:
-            self._throttle_handle.cancel()
-        for task in list(self._keep_awake or ()) + ([self._run_task] if self._run_task else []):
+        for task in [
+            *(self._keep_awake or ()),
+            *(self._wait_until or ()),
+            *([self._run_task] if self._run_task else []),
+        ]:
             task.cancel()
 
     # -- helpers ---------------------------------------------------------------
@@ -723,11 +1055,14 @@ class ActorInstance:
                 async with asyncio.timeout(timeout):
                     return await result
             except TimeoutError:
-                raise RivetError(f"Hook {name} of actor {self.definition.name!r} timed out after {timeout:g}s") from None
+                raise RivetError(
+                    f"Hook {name} of actor {self.definition.name!r} timed out after {timeout:g}s"
+                ) from None
         return result
 
-    def client(self) -> Any:
-        return self.runtime.client()
+    def client(self, namespace: str | None = None) -> Any:
+        """An in-process client for the actor's own namespace unless another is named."""
+        return self.runtime.client(namespace or self.namespace)
 
 
 async def _maybe_await(value: Any) -> Any:

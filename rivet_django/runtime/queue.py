@@ -24,7 +24,14 @@ queue holds none, so its actor may sleep, and the next send wakes it.
 Sends from clients (``POST .../queue/{name}``, ``handle.queue.send``) go
 through :class:`QueueHub`, the runtime's part: it wakes the actor, checks
 ``can_publish`` on a short-lived connection, and holds the futures of senders
-waiting for a completion (``wait=True``). Storage is reached through
+waiting for a completion (``wait=True``). As in RivetKit, a client's send to a
+name the actor does not declare in ``queues`` (or to an actor that declares
+none) is answered ``completed`` and dropped (logged at WARNING); the actor's
+own ``self.queue.send`` may use any name.
+
+A receive that would wait returns stored messages first; when none is stored
+and the actor is stopping or the caller's ``signal`` is set, it raises
+``actor.aborted`` (``iter`` ends quietly on it). Storage is reached through
 :class:`QueueStore` (the Django one is
 :class:`rivet_django.storage.queues.DjangoQueueStore`).
 """
@@ -50,7 +57,6 @@ from ..exceptions import (
     QueueAlreadyCompleted,
     QueueFull,
     QueueMessageTooLarge,
-    QueueNotDeclared,
     QueuePreviousMessageNotCompleted,
 )
 from . import serde
@@ -269,9 +275,11 @@ class ActorQueueAPI:
         signal: asyncio.Event | None = None,
         completable: bool = False,
     ) -> QueueMessage | None:
-        """The next message of ``names`` (all queues if None), waiting for one; None on timeout or ``signal``.
+        """The next message of ``names`` (all queues if None), waiting for one; None on timeout.
 
-        Raises :class:`~rivet_django.exceptions.ActorAborted` when the actor starts stopping.
+        Stored messages come first; otherwise raises :class:`~rivet_django.exceptions.ActorAborted`
+        (``actor.aborted``) when ``signal`` is set (already, or while waiting) or the actor
+        starts stopping.
         """
         messages = await self._receive(names, 1, timeout, signal, completable, wait=True)
         return messages[0] if messages else None
@@ -284,7 +292,8 @@ class ActorQueueAPI:
         signal: asyncio.Event | None = None,
         completable: bool = False,
     ) -> list[QueueMessage]:
-        """Up to ``count`` messages, waiting for at least one; ``[]`` on timeout or ``signal``."""
+        """Up to ``count`` messages, waiting for at least one; ``[]`` on timeout, ``actor.aborted``
+        as :meth:`next` says."""
         return await self._receive(names, count, timeout, signal, completable, wait=True)
 
     async def try_next(
@@ -312,9 +321,8 @@ class ActorQueueAPI:
                 message = await self.next(names, signal=signal, completable=completable)
             except ActorAborted:
                 return
-            if message is None:
-                return
-            yield message
+            if message is not None:
+                yield message
 
     async def size(self, names: str | Iterable[str] | None = None) -> int:
         """How many messages are stored (in flight included), in ``names`` or in all queues."""
@@ -343,6 +351,24 @@ class ActorQueueAPI:
             self._total += 1
             self._add(_Entry(stored))
 
+    def recorded(self, message: QueueMessage, *, answer: bool) -> None:
+        """A workflow recorded ``message``: it left storage with that entry. It leaves the
+        in-memory view without going back to the queue; its waiting sender hears
+        ``completed`` now (``answer``) or from :meth:`answer` later."""
+        entry = message._entry
+        consumer = entry.consumer
+        if consumer is not None:
+            for held in (consumer.held, consumer.unacked):
+                if entry in held:
+                    held.remove(entry)
+        self._forget(entry)
+        if answer:
+            self._hub._resolve(entry.id, {"status": "completed"})
+
+    def answer(self, message_id: int, response: Any) -> None:
+        """Answer the sender waiting for message ``message_id`` with ``response``."""
+        self._hub._resolve(message_id, _completed(response))
+
     def abort_waits(self) -> None:
         """The actor started stopping: every waiting receive ends with ActorAborted."""
         for waiter in self._waiters:
@@ -351,18 +377,10 @@ class ActorQueueAPI:
     # -- names, bodies, limits --------------------------------------------------------
 
     def _check_name(self, name: Any) -> QueueSpec | None:
+        """The declaration of queue ``name`` (None if undeclared); the name must be well formed."""
         if not isinstance(name, str) or not name or len(name) > MAX_QUEUE_NAME_LENGTH:
             raise InvalidRequest(f"Queue names are non-empty strings of at most {MAX_QUEUE_NAME_LENGTH} characters")
-        declared = self._instance.definition.queues
-        if not declared:
-            return None
-        spec = declared.get(name)
-        if spec is None:
-            raise QueueNotDeclared(
-                f"Actor {self._instance.definition.name!r} has no queue {name!r} (declared: {', '.join(sorted(declared))})",
-                metadata={"name": name},
-            )
-        return spec
+        return self._instance.definition.queues.get(name)
 
     def _names(self, names: str | Iterable[str] | None) -> frozenset[str] | None:
         if names is None:
@@ -441,8 +459,9 @@ class ActorQueueAPI:
 
     async def _publish_from_client(
         self, name: str, body: Any, wait: bool, params: Any, request: Any
-    ) -> tuple[int, asyncio.Future[SendResult] | None]:
-        """A client's send: connect hooks and ``can_publish``, then store; a turn, so stopping waits for it."""
+    ) -> tuple[int | None, asyncio.Future[SendResult] | None]:
+        """A client's send: connect hooks and ``can_publish``, then store; a turn, so stopping
+        waits for it. A name the actor does not declare is dropped: ``(None, None)``."""
         from .instance import InstanceStatus, NotAwake
 
         inst = self._instance
@@ -453,6 +472,10 @@ class ActorQueueAPI:
         try:
             if inst.definition.has_connect_hooks or (spec is not None and spec.can_publish is not None):
                 await self._authorize(name, spec, params, request)
+            if spec is None:
+                # RivetKit 2.3.19: ignored, and answered "completed" (with or without wait).
+                inst.log.warning("dropped a message sent to queue %r, which the actor does not declare in queues", name)
+                return None, None
             waiter: asyncio.Future[SendResult] | None = None
 
             def register(message_id: int) -> None:
@@ -604,15 +627,15 @@ class ActorQueueAPI:
                 # What the handler did with those messages is durable before they leave storage.
                 await self._instance._persist_changes()
             await self._ensure_loaded()
-            # A stopping actor's loop ends now rather than working through its backlog.
-            taken = [] if wait and self._aborted() else self._take(selected, count, consumer)
-            if not taken and wait:
+            taken = self._take(selected, count, consumer)  # stored messages first, aborted or not
+            if not taken and wait and timeout != 0:
                 if acks:
                     await self._settle(remove=acks)  # not held back while we wait
                     acks = []
-                if self._aborted():
+                if self._aborted() or (signal is not None and signal.is_set()):
                     raise ActorAborted()
-                taken = await self._wait(selected, count, timeout, signal, consumer)
+                with self._instance.idle_wait():  # a run loop blocked here lets its actor sleep
+                    taken = await self._wait(selected, count, timeout, signal, consumer)
             if acks or taken:
                 await self._settle(remove=acks, delivered=taken)
         except BaseException:
@@ -638,7 +661,9 @@ class ActorQueueAPI:
         signal_task: asyncio.Task[Any] | None = None
         try:
             while True:
-                if (deadline is not None and loop.time() >= deadline) or (signal is not None and signal.is_set()):
+                if signal is not None and signal.is_set():
+                    raise ActorAborted()
+                if deadline is not None and loop.time() >= deadline:
                     return []
                 waiter = _Waiter(names, loop.create_future())
                 self._waiters.append(waiter)
@@ -719,13 +744,7 @@ class ActorQueueAPI:
     async def _complete(self, entry: _Entry, response: Any) -> None:
         if entry.state in (_State.DONE, _State.SETTLING):
             raise QueueAlreadyCompleted()
-        result: SendResult = {"status": "completed"}
-        if response is not None:
-            try:
-                # A copy, as a sender over the wire would get.
-                result["response"] = serde.loads(serde.dumps(response))
-            except serde.ValueNotSerializable as exc:
-                raise InvalidRequest(f"Queue response is not serializable: it holds a {exc.type_name!r}") from None
+        result = _completed(response)
         consumer = entry.consumer
         if consumer is not None:
             for held in (consumer.held, consumer.unacked):
@@ -752,6 +771,18 @@ class ActorQueueAPI:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _completed(response: Any) -> SendResult:
+    """What a waiting sender gets for a completion: ``response`` as a copy, as a sender
+    over the wire would get it (omitted when None)."""
+    result: SendResult = {"status": "completed"}
+    if response is not None:
+        try:
+            result["response"] = serde.loads(serde.dumps(response))
+        except serde.ValueNotSerializable as exc:
+            raise InvalidRequest(f"Queue response is not serializable: it holds a {exc.type_name!r}") from None
+    return result
 
 
 # -- the runtime's part ------------------------------------------------------------------------
@@ -806,6 +837,8 @@ class QueueHub:
             except NotAwake:
                 if attempt == _SEND_ATTEMPTS - 1:
                     raise
+        if message_id is None:
+            return {"status": "completed"}  # an undeclared queue: nothing was stored
         if inst.status is not InstanceStatus.AWAKE:
             # Stored while the actor was stopping: wake it again so its run loop finds the message.
             self._spawn(self._wake(actor_id))

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..exceptions import ActorNotFound, InvalidRequest
+from ..exceptions import ActorGone, ActorNotFound, InvalidRequest
 from . import serde
 from .host import compact
 from .store import ActorRecord
@@ -158,14 +158,16 @@ class ActorRouter:
     async def with_actor(self, target: Any, call: Callable[[str], Awaitable[T]]) -> tuple[str, T]:
         """Resolve a gateway target and run ``call(actor_id)`` on it.
 
-        A key resolved from the cache may name an actor destroyed by another
-        process since: then the key is resolved afresh once (a ``getOrCreate``
-        creates a new actor), never for a direct id.
+        A key may name an actor that was destroyed since it was resolved (here
+        or by another process): when the runtime finds it gone, the key is
+        resolved afresh once (a ``getOrCreate`` creates its successor), never for
+        a direct id. ``ActorNotFound`` raised by actor code is never retried: the
+        call ran.
         """
         actor_id = await target.resolve(self)
         try:
             return actor_id, await call(actor_id)
-        except ActorNotFound:
+        except ActorGone:
             if target.method == "id":
                 raise
             self.forget(target.namespace, target.name or "", target.key)

@@ -72,8 +72,14 @@ class Lifecycle(Actor):
 
     @action
     def info(self):
-        return {"state": self.state, "vars": self.vars, "id": self.id, "name": self.name,
-                "key": list(self.key), "namespace": self.namespace}
+        return {
+            "state": self.state,
+            "vars": self.vars,
+            "id": self.id,
+            "name": self.name,
+            "key": list(self.key),
+            "namespace": self.namespace,
+        }
 
     @action
     def touch(self):
@@ -272,8 +278,8 @@ class Features(Actor):
         return output
 
     @action
-    async def call_other(self, key: str, amount: int):
-        return await self.client().counter.get_or_create([key]).increment(amount)
+    async def call_other(self, key: str, amount: int, namespace: str | None = None):
+        return await self.client(namespace).counter.get_or_create([key]).increment(amount)
 
     @action
     async def call_self(self):
@@ -319,13 +325,27 @@ class Room(Actor):
 
     @action
     def whoami(self):
-        return {"id": self.conn.id, "name": self.conn.state["name"], "params": self.conn.params,
-                "conns": sorted(c.state["name"] for c in self.conns.values())}
+        return {
+            "id": self.conn.id,
+            "name": self.conn.state["name"],
+            "params": self.conn.params,
+            "conns": sorted(c.state["name"] for c in self.conns.values()),
+        }
 
     @action
     def announce_then_break(self, text):
         self.broadcast("message", "system", text)
         self.state["broken"] = object()
+
+    @action
+    def break_then_announce(self, text):
+        self.state["broken"] = object()
+        self.broadcast("message", "system", text)
+
+    @action
+    def shout(self, event, *args):
+        """Broadcast any event, declared or not."""
+        self.broadcast(event, *args)
 
     @action
     async def slow_whoami(self, seconds):
@@ -372,10 +392,15 @@ class Room(Actor):
         self.state["requests"] += 1
         if request.path == "/none":
             return None
-        return JsonResponse({
-            "path": request.path, "query": request.GET.dict(), "method": request.method,
-            "body": request.body.decode(), "requests": self.state["requests"],
-        })
+        return JsonResponse(
+            {
+                "path": request.path,
+                "query": request.GET.dict(),
+                "method": request.method,
+                "body": request.body.decode(),
+                "requests": self.state["requests"],
+            }
+        )
 
     async def on_websocket(self, ws):
         await ws.send(f"hello {ws.path} {ws.query.get('x', '')}")
@@ -399,9 +424,11 @@ def _message(msg):
 
 
 class Inbox(Actor):
-    """Consumes its queues from actions; declares no queues, so any name is accepted."""
+    """Consumes its queues from actions. Clients may send to "q" (the one declared queue); the
+    actor's own sends may use any name."""
 
     state = {"seen": []}
+    queues = {"q": queue()}
 
     class Meta:
         max_queue_size = 20
@@ -464,10 +491,26 @@ class Inbox(Actor):
         return {"held": first.id, "error": None}
 
     @action
-    async def wait_with_signal(self, delay):
+    async def wait_with_signal(self, delay, batch=False):
+        """Receive with a signal set after ``delay`` s (0: already set): the message, or the error."""
+        signal = asyncio.Event()
+        if delay == 0:
+            signal.set()
+        else:
+            asyncio.get_running_loop().call_later(delay, signal.set)
+        try:
+            if batch:
+                return [_message(m) for m in await self.queue.next_batch(count=5, signal=signal)]
+            return _message(await self.queue.next(signal=signal))
+        except Exception as exc:
+            return f"{exc.group}.{exc.code}"
+
+    @action
+    async def iterate_with_signal(self, delay):
+        """``iter`` until the signal: the bodies it yielded (it ends quietly)."""
         signal = asyncio.Event()
         asyncio.get_running_loop().call_later(delay, signal.set)
-        return _message(await self.queue.next(signal=signal))
+        return [m.body async for m in self.queue.iter(signal=signal)]
 
     @action
     async def wait_until_stopped(self):
@@ -500,7 +543,9 @@ class Worker(Actor):
         "jobs": queue(),
         "never": queue(),
         "small": queue(max_size=2, max_message_size=64),
-        "private": queue(can_publish=lambda self, conn: isinstance(conn.params, dict) and conn.params.get("token") == "secret"),
+        "private": queue(
+            can_publish=lambda self, conn: isinstance(conn.params, dict) and conn.params.get("token") == "secret"
+        ),
     }
 
     def on_wake(self):
@@ -714,6 +759,10 @@ class WfSteps(Actor):
         return self.state
 
 
+#: The on_error events of WfRetry, by key (tests/test_workflows.py).
+WF_EVENTS: dict[str, list[dict]] = {}
+
+
 class WfRetry(Actor):
     """A step that fails ``WF_CONTROL[key]["fail"]`` times before it succeeds."""
 
@@ -728,14 +777,17 @@ class WfRetry(Actor):
         self.state["value"] = "ok"
         return "ok"
 
-    def on_failure(self, error):
-        self.state["errors"].append(error.location)
+    def on_failure(self, event):
+        """Every failed attempt: "step#attempt", with "!" when it will not be retried."""
+        step = event["step"]
+        self.state["errors"].append(f"{step['stepName']}#{step['attempt']}{'' if step['willRetry'] else '!'}")
+        WF_EVENTS.setdefault(_k(self), []).append(event)
 
     @workflow(on_error=on_failure)
     async def run(self, ctx):
         result = await ctx.try_step("maybe", self.flaky, retries=1, backoff_base=0.01)
         if not result.ok:
-            self.vars = {"try": result.error}
+            self.vars = {"try": result.error, "kind": result.kind, "message": result.message, "attempts": result.attempts}
         await ctx.step("flaky", self.flaky, retries=2, backoff_base=0.01, backoff_max=0.02)
         await ctx.step("after", _wf_count, self, "after")
 
