@@ -129,6 +129,28 @@ async def test_a_raw_websocket_keeps_the_actor_awake(rivet_node):
     assert 0.2 <= when("rawws", "sleep") - closed < 1.0  # type: ignore[operator]
 
 
+async def test_a_stop_waits_for_work_started_by_a_raw_websocket_close_handler(rivet_node, rivet_client):
+    """Sleep closes a raw WebSocket (1000 actor.stopped) after on_sleep; the handler's code after
+    the socket closed starts wait_until work, which the stop waits for and whose state it saves."""
+    from channels.testing import WebsocketCommunicator
+
+    from tests.asgi import application
+
+    JOURNAL.clear()
+    query = "rvt-namespace=default&rvt-method=getOrCreate&rvt-runner=default&rvt-key=closing"
+    comm = WebsocketCommunicator(application, f"/api/rivet/gateway/napper/websocket/x?{query}")
+    connected, _ = await comm.connect(timeout=5)
+    assert connected
+    actor_id = (await rivet_node.router.get("default", "napper", ["closing"])).actor_id  # type: ignore[union-attr]
+    inst = rivet_node.runtime.instances[actor_id]
+    await rivet_client.napper.get_for_id(actor_id).go_to_sleep()
+    closed = await comm.receive_output(5)
+    assert (closed["type"], closed["code"], closed.get("reason")) == ("websocket.close", 1000, "actor.stopped")
+    await wait_stopped(inst)
+    assert whats("closing")[-2:] == ["sleep", "close-work-done"]
+    assert (await stored_state(actor_id))["closed_cleanly"] is True
+
+
 # -- run keeps the actor awake (item 4) ---------------------------------------------------------
 
 
@@ -354,7 +376,9 @@ async def test_a_failed_workflow_sleeps_and_on_error_saw_every_attempt(rivet_nod
     await eventually(lambda: asleep(rivet_node, actor_id), timeout=10)
     status = await handle.status()  # wakes it: the recorded failure replays, nothing runs again
     assert status["attempts"] == 2
+    # What on_error did was committed: its state changes and its queue messages.
     assert status["errors"] == [["doomed", 1, True], ["doomed", 2, False]]
+    assert await handle.enqueued_errors() == [1, 2]
     await asyncio.sleep(0.5)
     assert whats("failing").count("sleep") == 2  # slept again, no spinning
     assert (await handle.status())["attempts"] == 2

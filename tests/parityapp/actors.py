@@ -104,6 +104,14 @@ class Napper(Actor):
     async def on_websocket(self, ws: Any) -> None:
         async for message in ws:
             await ws.send(message)
+        # The socket closed (the client, or the actor stopping): work started here is
+        # waited for by a stop, and what it changes is saved.
+        self.wait_until(self._after_close())
+
+    async def _after_close(self) -> None:
+        await asyncio.sleep(0.2)
+        self.state["closed_cleanly"] = True
+        note(self, "close-work-done")
 
 
 # -- run keeps the actor awake (4) ---------------------------------------------------------
@@ -489,15 +497,16 @@ class WfFailing(Actor):
     """A step that always fails: the workflow stops and the actor sleeps (no spin)."""
 
     state = {"attempts": 0, "errors": []}
-    queues = {"go": queue()}
+    queues = {"go": queue(), "errors": queue()}
 
     class Meta:
         sleep_timeout = 0.2
 
-    def on_error(self, event: dict[str, Any]) -> None:
+    async def on_error(self, event: dict[str, Any]) -> None:
         step = event["step"]
         self.state["errors"].append([step["stepName"], step["attempt"], step["willRetry"]])
         self.broadcast("workflowError", step["stepName"])
+        await self.queue.send("errors", step["attempt"])
 
     async def doomed(self) -> None:
         self.state["attempts"] += 1
@@ -517,6 +526,10 @@ class WfFailing(Actor):
     @action
     def status(self) -> dict[str, Any]:
         return dict(self.state)
+
+    @action
+    async def enqueued_errors(self) -> list[Any]:
+        return [m.body for m in await self.queue.try_next_batch("errors", count=10)]
 
 
 class WfDestroyer(Actor):
