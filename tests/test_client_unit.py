@@ -498,3 +498,20 @@ def test_sync_client_from_script_and_from_a_loop_worker_thread() -> None:
 
     with pytest.raises(RuntimeError, match="closed"):
         handle.increment(1)
+
+
+async def test_a_temporary_sync_client_lives_as_long_as_its_handles(rivet_node):
+    """``Client.local().counter.get_or_create(k).increment(1)``: no variable holds the client,
+    yet the handle keeps it (and its loop) alive for its calls."""
+    import gc
+
+    from asgiref.sync import sync_to_async
+
+    from rivet_django.client import Client
+
+    def call() -> int:
+        handle = Client.local().counter.get_or_create(["temporary"])
+        gc.collect()  # the client object itself is unreachable from this frame
+        return handle.increment(1) + handle.increment(1)
+
+    assert await sync_to_async(call, thread_sensitive=False)() == 3

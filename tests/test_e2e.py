@@ -13,7 +13,7 @@ import time
 import pytest
 
 from rivet_django.client import ActorError, AsyncClient, Client
-from tests.server import LiveServer
+from tests.server import REPO, LiveServer
 
 
 @pytest.fixture(scope="module")
@@ -217,3 +217,29 @@ def test_sync_raw_websocket(actor_server):
         assert ws.recv(timeout=10) == "welcome /s"
         ws.send("hi")
         assert ws.recv(timeout=10) == "hi"
+
+
+def test_shells_using_the_local_client_exit_cleanly_and_release_their_actors(tmp_path):
+    """A standalone process (no runactors) hosts actors through ``Client.local()`` on a
+    temporary client, and at exit releases them: the next process takes them at once, and
+    nothing is printed but the result (the final flush must run before the interpreter
+    shuts its thread pools down)."""
+    import subprocess
+    import sys
+
+    live = LiveServer(str(tmp_path / "db.sqlite3"))  # its database and environment only
+    live.migrate()
+    code = (
+        "from rivet_django.client import Client; "
+        "print('count', Client.local().counter.get_or_create(['shell']).increment(1))"
+    )
+    for expected in (1, 2):
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", code],
+            cwd=REPO, env=live.env, capture_output=True, text=True, timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"count {expected}" in done.stdout
+        assert "Traceback" not in done.stderr + done.stdout, done.stderr
+        assert time.monotonic() - started < 20  # not waiting for a lease to expire

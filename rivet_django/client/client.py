@@ -167,7 +167,7 @@ class Client:
 
     def actor(self, name: str) -> SyncActorAccessor:
         """The accessor for actors registered under ``name``."""
-        return SyncActorAccessor(self._async.actor(name), self._runner)
+        return SyncActorAccessor(self._async.actor(name), self._runner, self)
 
     def __getitem__(self, name: str) -> SyncActorAccessor:
         return self.actor(name)

@@ -736,9 +736,10 @@ class SyncActorConnection:
     listeners and ``dispose()`` are fine there.
     """
 
-    def __init__(self, connection: ActorConnection, runner: LoopThread) -> None:
+    def __init__(self, connection: ActorConnection, runner: LoopThread, owner: Any = None) -> None:
         self._connection = connection
         self._runner = runner
+        self._owner = owner  # the Client: it stays alive (and its loop running) while this does
 
     @property
     def async_connection(self) -> ActorConnection:

@@ -246,10 +246,16 @@ class ActorAccessor:
 
 
 class _Blocking:
-    """Shared by the sync wrappers: runs a coroutine on the client's loop."""
+    """Shared by the sync wrappers: runs a coroutine on the client's loop.
 
-    def __init__(self, runner: LoopThread) -> None:
+    ``owner`` is the :class:`~rivet_django.client.Client` the wrapper came from: holding
+    it keeps the client (whose collection stops the loop) alive as long as the wrapper,
+    so ``Client.local().counter.get_or_create(k).increment(1)`` works on a temporary client.
+    """
+
+    def __init__(self, runner: LoopThread, owner: Any = None) -> None:
         self._runner = runner
+        self._owner = owner
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._runner.run(coro)
@@ -258,8 +264,8 @@ class _Blocking:
 class SyncQueueSender(_Blocking):
     """Blocking ``handle.queue``."""
 
-    def __init__(self, queue: QueueSender, runner: LoopThread) -> None:
-        super().__init__(runner)
+    def __init__(self, queue: QueueSender, runner: LoopThread, owner: Any = None) -> None:
+        super().__init__(runner, owner)
         self._queue = queue
 
     def send(
@@ -272,8 +278,8 @@ class SyncQueueSender(_Blocking):
 class SyncActorHandle(_Blocking):
     """Blocking :class:`ActorHandle`: ``handle.increment(5)`` returns the output."""
 
-    def __init__(self, handle: ActorHandle, runner: LoopThread) -> None:
-        super().__init__(runner)
+    def __init__(self, handle: ActorHandle, runner: LoopThread, owner: Any = None) -> None:
+        super().__init__(runner, owner)
         self._handle = handle
 
     @property
@@ -302,7 +308,7 @@ class SyncActorHandle(_Blocking):
     @property
     def queue(self) -> SyncQueueSender:
         """Blocking :attr:`ActorHandle.queue`."""
-        return SyncQueueSender(self._handle.queue, self._runner)
+        return SyncQueueSender(self._handle.queue, self._runner, self._owner)
 
     def fetch(
         self,
@@ -333,7 +339,7 @@ class SyncActorHandle(_Blocking):
     ) -> SyncActorConnection:
         """A blocking :meth:`ActorHandle.connect`; its callbacks run on the client's loop thread."""
         connection = self._runner.call(lambda: self._handle.connect(params, call_timeout=call_timeout))
-        return SyncActorConnection(connection, self._runner)
+        return SyncActorConnection(connection, self._runner, self._owner)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_"):
@@ -352,8 +358,8 @@ class SyncActorHandle(_Blocking):
 class SyncActorAccessor(_Blocking):
     """Blocking :class:`ActorAccessor`."""
 
-    def __init__(self, accessor: ActorAccessor, runner: LoopThread) -> None:
-        super().__init__(runner)
+    def __init__(self, accessor: ActorAccessor, runner: LoopThread, owner: Any = None) -> None:
+        super().__init__(runner, owner)
         self._accessor = accessor
         self.name = accessor.name
 
@@ -378,7 +384,7 @@ class SyncActorAccessor(_Blocking):
         return self._wrap(self._accessor.get_for_id(actor_id, params))
 
     def _wrap(self, handle: ActorHandle) -> SyncActorHandle:
-        return SyncActorHandle(handle, self._runner)
+        return SyncActorHandle(handle, self._runner, self._owner)
 
     def __repr__(self) -> str:
         return f"<SyncActorAccessor {self.name}>"

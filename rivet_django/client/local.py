@@ -408,7 +408,12 @@ def _start_background_node() -> LocalNode:
         try:
             asyncio.run_coroutine_threadsafe(node.stop(timeout=10), loop).result(timeout=15)
         except Exception:
-            pass
+            logger.warning("Stopping this process's actors at exit failed", exc_info=True)
 
-    atexit.register(stop_at_exit)
+    # Before the interpreter shuts thread pools down (concurrent.futures does that in a
+    # threading exit hook, ahead of atexit): the final flush runs on the storage threads.
+    try:
+        threading._register_atexit(stop_at_exit)  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):
+        atexit.register(stop_at_exit)
     return node
