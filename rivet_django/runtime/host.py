@@ -1,7 +1,8 @@
 """``ActorRuntime``: the one asyncio host of a process's awake actors.
 
 It wakes actors on demand (claiming their lease and generation), keeps them in
-memory while they are in use (each puts itself to sleep on its own idle timer),
+memory while they are in use (each puts itself to sleep from its idle check on
+the shared :class:`~.idle.IdleTimers`),
 renews their leases in batches, keeps the connections of sleeping actors open
 (hibernation), and owns the :class:`GroupCommitter` that makes their state
 durable.

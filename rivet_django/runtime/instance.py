@@ -7,12 +7,13 @@ Lifecycle (a state machine, ARCHITECTURE.md rule 5)::
 Creation runs ``create_state -> on_create`` (committed before anything else),
 then every wake ``create_vars -> on_wake -> run``.
 
-Sleep is on time: each awake actor has one idle timer, due ``sleep_timeout``
-after its last activity. Activity only moves ``last_activity`` (nothing per
-call); when the timer fires early it is re-armed for what is left, and while
-something blocks sleep (a call, a connection, a raw socket, ``keep_awake``
-work, ``prevent_sleep``, a ``run`` that is not waiting on its queue) it checks
-again one timeout later. Every blocker's end counts as activity.
+Sleep is on time: each awake actor has an idle check (on the runtime's shared
+:class:`~.idle.IdleTimers`), due ``sleep_timeout`` after its last activity.
+Activity only moves ``last_activity`` (nothing per call); a check that comes
+early re-arms for what is left, and while something blocks sleep (a call, a
+connection, a raw socket, ``keep_awake`` work, ``prevent_sleep``, a ``run``
+that is not waiting on its queue) it checks again one timeout later. Every
+blocker's end counts as activity.
 
 The stop sequence (RivetKit's order), all bounded by ``sleep_grace_period``:
 abort signal -> calls in flight finish -> ``run`` returns (bounded by
@@ -24,9 +25,9 @@ raw WebSockets closed (1000 ``actor.stopped``) -> work their handlers started
 -> final save together with the release of the lease (or delete everything on
 destroy).
 
-Events pass an output gate in ``"commit"`` durability: an event waits until
-the state changes made before it are committed (the next group commit, not the
-end of the action), then goes out in order, before the reply.
+Events pass an output gate in ``"commit"`` durability: an event waits for the
+next commit submitted after it (not for the end of the action), then goes out
+in order, before the reply.
 """
 
 from __future__ import annotations
@@ -422,7 +423,7 @@ class ActorInstance:
     def _end_turn(self) -> None:
         self._inflight -= 1
         self.last_activity = self.runtime.clock.monotonic()
-        if self._inflight == 0 and self._drain_waiter is not None:
+        if self._inflight == 0:
             self._wake_drainer()
 
     @property
@@ -580,13 +581,11 @@ class ActorInstance:
             return  # left for the call's end, which reports it (and drops these events)
         if data != self._submitted:
             self._submitted = data
-            future = self.runtime.committer.submit(StateWrite(self.actor_id, self.generation, data))
-            self._pending_commit = future
-            future.add_done_callback(self._settle_commit_done)
-            self._gate_unsettled(future)
-            return
-        pending = self._pending_commit
-        self._gate_unsettled(pending if pending is not None and not pending.done() else None)
+            self._submit(StateWrite(self.actor_id, self.generation, data)).add_done_callback(
+                self._settle_commit_done
+            )
+        else:
+            self._gate_unsettled(self._open_commit())
 
     def _settle_commit_done(self, future: asyncio.Future[None]) -> None:
         if not future.cancelled() and future.exception() is not None:
@@ -652,7 +651,7 @@ class ActorInstance:
             self._touch()
             if self.status is InstanceStatus.AWAKE:
                 await self._persist_changes()
-            elif self._drain_waiter is not None:
+            else:
                 self._wake_drainer()
 
     # -- state and the commit gate ---------------------------------------------
@@ -701,8 +700,7 @@ class ActorInstance:
             raise
         if data == self._submitted:
             if self._unsettled:
-                pending = self._pending_commit
-                self._gate_unsettled(pending if pending is not None and not pending.done() else None)
+                self._gate_unsettled(self._open_commit())
             await self._wait_pending_commit()
             return
         self._submitted = data
@@ -722,11 +720,21 @@ class ActorInstance:
         except Exception:
             self.log.exception("committing state changed outside a call failed")
 
-    async def _commit(self, data: bytes | None) -> None:
-        future = self.runtime.committer.submit(StateWrite(self.actor_id, self.generation, data))
+    def _submit(self, write: StateWrite) -> asyncio.Future[None]:
+        """Hand ``write`` to the committer; the events made before it wait for it."""
+        future = self.runtime.committer.submit(write)
         self._pending_commit = future
         if self._unsettled:
             self._gate_unsettled(future)
+        return future
+
+    def _open_commit(self) -> asyncio.Future[None] | None:
+        """The submitted commit not done yet, if any."""
+        pending = self._pending_commit
+        return pending if pending is not None and not pending.done() else None
+
+    async def _commit(self, data: bytes | None) -> None:
+        future = self._submit(StateWrite(self.actor_id, self.generation, data))
         try:
             await asyncio.shield(future)
         except LostOwnership:
@@ -738,8 +746,8 @@ class ActorInstance:
 
     async def _wait_pending_commit(self) -> None:
         # A reply must not reveal state that is not durable yet (commit mode).
-        pending = self._pending_commit
-        if pending is not None and not pending.done() and self.options.durability == "commit":
+        pending = self._open_commit()
+        if pending is not None and self.options.durability == "commit":
             await asyncio.shield(pending)
 
     def _schedule_throttled_save(self) -> None:
@@ -751,8 +759,7 @@ class ActorInstance:
         self._throttle_handle = None
         if self.status is InstanceStatus.STOPPED:
             return
-        future = self.runtime.committer.submit(StateWrite(self.actor_id, self.generation, self._submitted))
-        self._pending_commit = future
+        self._submit(StateWrite(self.actor_id, self.generation, self._submitted))
 
     async def save_state(self, immediate: bool = True) -> None:
         """Persist the current state now (``immediate``) or at the next throttled save."""
@@ -774,8 +781,7 @@ class ActorInstance:
         """``self.prevent_sleep = value``; clearing it counts as activity (and lets a stop go on)."""
         if self.prevent_sleep and not value:
             self._touch()
-            if self._drain_waiter is not None:
-                self._wake_drainer()
+            self._wake_drainer()
         self.prevent_sleep = value
 
     @contextlib.contextmanager
@@ -874,7 +880,7 @@ class ActorInstance:
             if self.status is InstanceStatus.AWAKE:
                 # Background work's state changes are committed once it ends.
                 self.persist_soon()
-            elif self._drain_waiter is not None:
+            else:
                 self._wake_drainer()
 
         future.add_done_callback(done)
@@ -1026,10 +1032,7 @@ class ActorInstance:
             except StateNotSerializable:
                 self.log.exception("state not serializable at sleep; keeping the last good state")
                 data = self._submitted
-        future = self.runtime.committer.submit(StateWrite(self.actor_id, self.generation, data, release=True))
-        if self._unsettled:
-            self._gate_unsettled(future)
-        await future
+        await self._submit(StateWrite(self.actor_id, self.generation, data, release=True))
 
     def abandon(self) -> None:
         """Drop this instance without writing anything (it lost ownership)."""

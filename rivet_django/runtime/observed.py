@@ -24,7 +24,7 @@ import copy
 import inspect
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, SupportsIndex
+from typing import Any
 
 from ..exceptions import StateMutationReentrant
 
@@ -224,13 +224,8 @@ class ObservedList(_Observed, list):  # type: ignore[type-arg]
         self.extend(values)
         return self
 
-    def insert(self, index: SupportsIndex, value: Any) -> None:
-        observer = self._observer
-        observer.before_mutation()
-        list.insert(self, index, observer.wrap(value))
-        observer.changed()
-
     append = _mutator(list, "append", wrap_args=True)
+    insert = _mutator(list, "insert", wrap_args=True)  # (the index is no container: kept as is)
     __delitem__ = _mutator(list, "__delitem__")
     __imul__ = _mutator(list, "__imul__")
     pop = _mutator(list, "pop")
