@@ -44,6 +44,12 @@ DEFAULTS: dict[str, Any] = {
     "LEASE_SECONDS": 30.0,
     # This process's node id; None: derived from host name and port/pid.
     "NODE_ID": None,
+    # The URL other processes reach this node's actor API at (``http://10.0.0.5:8000/api/rivet``);
+    # None: from runactors' --host/--port (a wildcard host becomes this machine's name).
+    "NODE_ADDRESS": None,
+    # Where an actor that no live node holds wakes up: "local" (the node the call
+    # arrived on), "least_loaded", or the dotted path of a placement class.
+    "PLACEMENT": "local",
     # Origins allowed for browsers (CORS and WebSocket upgrade).
     "ALLOWED_ORIGINS": [],
     # SQLite PRAGMA synchronous for the Django database when it is SQLite (WAL mode

@@ -22,6 +22,8 @@ from urllib.parse import parse_qsl, unquote
 from django.http import QueryDict
 
 from . import protocol
+from .cluster import current_gateway
+from .cluster.peers import HOPS_HEADER, Peer, Relay, forwarded_route
 from .conf import rivet_settings
 from .exceptions import (
     INTERNAL_ERROR_GROUP,
@@ -34,7 +36,6 @@ from .exceptions import (
     RivetError,
 )
 from .gateway import GatewayTarget, parse_conn_params, parse_gateway_target, strip_rvt_params
-from .node import started_node
 from .origins import origin_allowed
 from .runtime.conn import Conn, OutgoingEvent
 
@@ -89,6 +90,23 @@ def _target(scope: dict[str, Any], subprotocols: dict[str, str]) -> GatewayTarge
             "x-rivet-actor": subprotocols.get("rivet_actor", ""),
         }
     return parse_gateway_target(segment, query, headers, rivet_settings.NAMESPACE)
+
+
+def _relay_to(scope: dict[str, Any]) -> Callable[[Peer, str | None, int], Awaitable[Relay]]:
+    """The wire form of a gateway WebSocket: the same upgrade, sent to the actor's node."""
+
+    async def open_relay(peer: Peer, actor_id: str | None, hops: int) -> Relay:
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        route = forwarded_route(scope.get("path", ""), query, actor_id)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        return await peer.relay(route, list(scope.get("subprotocols") or []), headers, hops)
+
+    return open_relay
+
+
+def _hops(scope: dict[str, Any]) -> int:
+    raw = next((v for k, v in scope.get("headers", []) if k == HOPS_HEADER.encode()), b"")
+    return int(raw) if raw.isdigit() else 0
 
 
 class _GatewaySocket:
@@ -168,6 +186,13 @@ class ActorConnectConsumer(_GatewaySocket):
     """A stateful actor connection (PROTOCOL.md section 8)."""
 
     conn: Conn | None = None
+    relay: Relay | None = None
+
+    async def _relayed_frame(self, frame: str | bytes) -> None:
+        self.outbox.put_nowait(("frame", frame))
+
+    async def _relayed_close(self, code: int, reason: str) -> None:
+        self.outbox.put_nowait(("relay-close", (code, reason)))
 
     async def connect(self) -> None:
         if not self.origin_ok():
@@ -192,16 +217,22 @@ class ActorConnectConsumer(_GatewaySocket):
             params = parse_conn_params(
                 unquote(raw_params) if raw_params else None, int(rivet_settings.MAX_CONN_PARAMS_SIZE)
             )
-            node = await started_node()
-            self.runtime = node.runtime
+            gateway = await current_gateway()
             target = _target(self.scope, subprotocols)
             request = ConnectRequest(self.scope)
             sink = _ConnectionSink(self)
 
-            async def open_conn(actor_id: str) -> Conn:
-                return await node.runtime.connect(actor_id, params, sink=sink, request=request)
+            async def open_conn(runtime: Any, actor_id: str) -> Conn:
+                self.runtime = runtime
+                return await runtime.connect(actor_id, params, sink=sink, request=request)  # type: ignore[no-any-return]
 
-            actor_id, conn = await node.router.with_actor(target, open_conn)
+            actor_id, conn = await gateway.dispatch(target, open_conn, _relay_to(self.scope), hops=_hops(self.scope))
+            if isinstance(conn, Relay):
+                # The actor lives on another node: its frames and its close pass through.
+                self.relay = conn
+                conn.start(self._relayed_frame, self._relayed_close)
+                return
+            assert isinstance(conn, Conn) and actor_id is not None
             self.conn = conn
         except ActorNotFound as exc:
             # As RivetKit's gateway: no Error frame, only the close whose reason the official
@@ -230,6 +261,9 @@ class ActorConnectConsumer(_GatewaySocket):
     # -- incoming ------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.relay is not None:
+            await self.relay.send(text_data if text_data is not None else (bytes_data or b""))
+            return
         if self.conn is None or self.closing:
             return
         data: str | bytes = text_data if text_data is not None else (bytes_data or b"")
@@ -284,6 +318,8 @@ class ActorConnectConsumer(_GatewaySocket):
         writer = getattr(self, "writer", None)
         if writer is not None:
             writer.cancel()
+        if self.relay is not None:
+            await self.relay.close(code)
         if self.conn is not None:
             try:
                 await self.runtime.disconnect(self.conn)
@@ -304,6 +340,11 @@ class ActorConnectConsumer(_GatewaySocket):
         # the response of the action that broadcast them).
         while True:
             kind, payload = await self.outbox.get()
+            if kind == "relay-close":
+                self.closing = True
+                code, reason = payload
+                await self.close(code=code, reason=reason or None)
+                return
             if kind == "close":
                 reason, sent = payload
                 self.closing = True
@@ -432,7 +473,7 @@ class RawWebSocketConsumer(_GatewaySocket):
         path = "/" + (self.scope.get("url_route", {}).get("kwargs", {}).get("path") or "").lstrip("/")
         request = ConnectRequest(self.scope, path=path)
         try:
-            node = await started_node()
+            gateway = await current_gateway()
             subprotocols = _subprotocol_values(self.scope)
             raw_params = subprotocols.get("rivet_conn_params")
             params = parse_conn_params(
@@ -440,10 +481,10 @@ class RawWebSocketConsumer(_GatewaySocket):
             )
             target = _target(self.scope, subprotocols)
 
-            async def open_socket(actor_id: str) -> Any:
-                return await node.runtime.open_raw_websocket(actor_id, params, request)
+            async def open_socket(runtime: Any, actor_id: str) -> Any:
+                return runtime, await runtime.open_raw_websocket(actor_id, params, request)
 
-            _, (inst, conn) = await node.router.with_actor(target, open_socket)
+            _, opened = await gateway.dispatch(target, open_socket, _relay_to(self.scope), hops=_hops(self.scope))
         except Exception as exc:
             reason = f"{exc.group}.{exc.code}" if isinstance(exc, PublicError) else "rivetkit.internal_error"
             if not isinstance(exc, PublicError):
@@ -451,9 +492,16 @@ class RawWebSocketConsumer(_GatewaySocket):
             await self.accept(subprotocol=subprotocol)
             await self.close(code=CLOSE_ERROR, reason=reason)
             return
+        if isinstance(opened, Relay):
+            # The actor lives on another node: accept as it did, then pass messages through.
+            self.relay = opened
+            await self.accept(subprotocol=opened.subprotocol)
+            opened.start(self._relayed_message, self._relayed_close)
+            return
+        runtime, (inst, conn) = opened
         await self.accept(subprotocol=subprotocol)
         self.ws = RawWebSocket(self, path, request)
-        self.handler = asyncio.get_running_loop().create_task(node.runtime.run_websocket(inst, self.ws, request, conn))
+        self.handler = asyncio.get_running_loop().create_task(runtime.run_websocket(inst, self.ws, request, conn))
         self.handler.add_done_callback(self._handler_done)
 
     def _handler_done(self, task: asyncio.Task[Any]) -> None:
@@ -464,11 +512,26 @@ class RawWebSocketConsumer(_GatewaySocket):
         if self.ws is not None and not self.ws.closed:
             asyncio.get_running_loop().create_task(self.ws.close(1000 if task.exception() is None else CLOSE_ERROR))
 
+    relay: Relay | None = None
+
+    async def _relayed_message(self, message: str | bytes) -> None:
+        if isinstance(message, str):
+            await self.send(text_data=message)
+        else:
+            await self.send(bytes_data=message)
+
+    async def _relayed_close(self, code: int, reason: str) -> None:
+        await self.close(code=code, reason=reason or None)
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self.ws is not None:
+        if self.relay is not None:
+            await self.relay.send(text_data if text_data is not None else (bytes_data or b""))
+        elif self.ws is not None:
             self.ws._incoming.put_nowait(text_data if text_data is not None else (bytes_data or b""))
 
     async def disconnect(self, code: int) -> None:
+        if self.relay is not None:
+            await self.relay.close(code)
         if self.ws is not None:
             self.ws.closed = True
             self.ws._incoming.put_nowait(None)

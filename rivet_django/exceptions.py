@@ -25,6 +25,7 @@ pair and carries the HTTP status it is served with::
      |    +-- InvalidSchedule        schedule.invalid               400
      |    +-- TooManySchedules       schedule.limit_exceeded        400
      |    +-- ActorStopping          actor.stopping                 503
+     |    |    +-- ActorElsewhere     (another node holds the actor's lease: forward there)
      |    +-- ActorAborted           actor.aborted                  503
      |    +-- LostOwnership          actor.lost_ownership           503
      |    +-- QueueFull              queue.full                     400
@@ -52,6 +53,7 @@ __all__ = [
     "ActionNotFound",
     "ActionTimedOut",
     "ActorAborted",
+    "ActorElsewhere",
     "ActorGone",
     "ActorNotFound",
     "ActorStopping",
@@ -265,6 +267,16 @@ class ActorStopping(PublicError):
     code = "stopping"
     status_code = 503
     default_message = "Actor is stopping"
+
+
+class ActorElsewhere(ActorStopping):
+    """Another node holds a live lease on the actor (raised by a claim). The gateway
+    forwards the operation to that node; a caller only sees it as ``actor.stopping``
+    when the owner cannot be reached (it is dying, or hosts without an address)."""
+
+    def __init__(self, actor_id: str, node_id: str) -> None:
+        super().__init__(f"Actor {actor_id} is owned by node {node_id!r}")
+        self.node_id = node_id
 
 
 class ActorAborted(PublicError):

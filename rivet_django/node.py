@@ -55,6 +55,11 @@ class LocalNode:
         self.runtime.scheduler = make_scheduler(self.runtime, self.store.executor)
         self.router = ActorRouter(self.runtime)
         self.loop: asyncio.AbstractEventLoop | None = None
+        #: Serving nodes (runactors) have an address other processes forward to.
+        self.serving = bool(address)
+        from .cluster import Gateway
+
+        self.gateway = Gateway(self)
         self._start_lock: asyncio.Lock | None = None
 
     async def start(self) -> LocalNode:
@@ -63,12 +68,13 @@ class LocalNode:
                 self._start_lock = asyncio.Lock()
             async with self._start_lock:
                 if not self.runtime.started:
-                    self.loop = asyncio.get_running_loop()
+                    self.loop = self.gateway.loop = asyncio.get_running_loop()
                     await self.runtime.start()
         return self
 
     async def stop(self, timeout: float | None = None) -> None:
         await self.runtime.stop(timeout)
+        await self.gateway.close()
         await self.store.close()
 
 

@@ -17,7 +17,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-SQLITE_TIMEOUT=${RIVET_SQLITE_TIMEOUT:-600}      # seconds for the whole SQLite pass
+SQLITE_TIMEOUT=${RIVET_SQLITE_TIMEOUT:-900}      # seconds for the whole SQLite pass
 POSTGRES_TIMEOUT=${RIVET_POSTGRES_TIMEOUT:-240}  # seconds for the PostgreSQL pass
 POSTGRES_TEST_FILES=(tests/test_storage.py tests/test_runtime.py tests/test_features.py tests/test_queues.py tests/test_schedules.py tests/test_lifecycle.py)
 

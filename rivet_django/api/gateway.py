@@ -19,6 +19,7 @@ from django.http.response import HttpResponseBase
 from ninja import Router
 
 from .. import protocol
+from ..cluster import current_gateway
 from ..conf import rivet_settings
 from ..exceptions import (
     ActorNotFound,
@@ -31,8 +32,8 @@ from ..exceptions import (
 )
 from ..gateway import GatewayTarget, parse_conn_params, parse_gateway_target, strip_rvt_params
 from ..headers import RequestHeaders, header
-from ..node import started_node
 from . import schemas
+from .forward import Forwarded, forwarder, hops
 from .responses import encoded_response, json_response
 
 __all__ = ["header_form_route", "router"]
@@ -117,6 +118,12 @@ def _read_body(request: HttpRequest) -> bytes:
     return body
 
 
+async def _dispatch(request: HttpRequest, target: GatewayTarget, local: Callable[[Any, str], Any]) -> tuple[str | None, Any]:
+    """``local(runtime, actor_id)`` where the actor lives here, else a :class:`Forwarded` answer from its node."""
+    gateway = await current_gateway()
+    return await gateway.dispatch(target, local, forwarder(request), hops=hops(request))
+
+
 async def call_action(request: HttpRequest, segment: str | None, name: str) -> HttpResponse:
     """Decode an action call, run it on its actor, encode the output."""
     encoding = protocol.parse_encoding(header(request, "x-rivet-encoding"))
@@ -125,16 +132,17 @@ async def call_action(request: HttpRequest, segment: str | None, name: str) -> H
     args, version = protocol.decode_action_request(encoding, body)
     request.rivet_version = version  # type: ignore[attr-defined]
     params = parse_conn_params(header(request, "x-rivet-conn-params"), int(rivet_settings.MAX_CONN_PARAMS_SIZE))
-    node = await started_node()
 
-    async def run(actor_id: str) -> Any:
-        return await node.router.call_action(actor_id, name, args, params=params, request=request)
+    async def run(runtime: Any, actor_id: str) -> Any:
+        return await runtime.call_action(actor_id, name, args, None, params=params, request=request)
 
-    actor_id, output = await node.router.with_actor(target, run)
+    actor_id, output = await _dispatch(request, target, run)
+    if isinstance(output, Forwarded):
+        return output.response
     data = _encode_reply(
         lambda: protocol.encode_action_response(encoding, output, version), f"Output of action {name!r}"
     )
-    return encoded_response(request, data, headers={"x-rivet-actor": actor_id})
+    return encoded_response(request, data, headers={"x-rivet-actor": str(actor_id)})
 
 
 def _encode_reply(encode: Callable[[], bytes], what: str) -> bytes:
@@ -159,21 +167,22 @@ async def send_queue(request: HttpRequest, segment: str | None, name: str) -> Ht
     request.rivet_version = version  # type: ignore[attr-defined]
     params = parse_conn_params(header(request, "x-rivet-conn-params"), int(rivet_settings.MAX_CONN_PARAMS_SIZE))
     timeout = None if message.timeout_ms is None else message.timeout_ms / 1000
-    node = await started_node()
 
-    async def send(actor_id: str) -> dict[str, Any]:
-        return await node.runtime.queues.send(
+    async def send(runtime: Any, actor_id: str) -> dict[str, Any]:
+        return await runtime.queues.send(  # type: ignore[no-any-return]
             actor_id, name, message.body, wait=message.wait, timeout=timeout, params=params, request=request
         )
 
-    actor_id, result = await node.router.with_actor(target, send)
+    actor_id, result = await _dispatch(request, target, send)
+    if isinstance(result, Forwarded):
+        return result.response
     data = _encode_reply(
         lambda: protocol.encode_queue_send_response(
             encoding, result["status"], result.get("response"), "response" in result, version
         ),
         f"Response to a message of queue {name!r}",
     )
-    return encoded_response(request, data, headers={"x-rivet-actor": actor_id})
+    return encoded_response(request, data, headers={"x-rivet-actor": str(actor_id)})
 
 
 def _actor_request(request: HttpRequest, path: str) -> HttpRequest:
@@ -193,17 +202,18 @@ async def raw_request(request: HttpRequest, segment: str | None, path: str) -> H
     target = _target(request, segment)
     params = parse_conn_params(header(request, "x-rivet-conn-params"), int(rivet_settings.MAX_CONN_PARAMS_SIZE))
     actor_request = _actor_request(request, path)
-    node = await started_node()
 
-    async def run(actor_id: str) -> Any:
-        return await node.runtime.handle_request(actor_id, actor_request, params)
+    async def run(runtime: Any, actor_id: str) -> Any:
+        return await runtime.handle_request(actor_id, actor_request, params)
 
     try:
-        _, response = await node.router.with_actor(target, run)
+        _, response = await _dispatch(request, target, run)
     except NoRequestHandler:
         # RivetKit: a bare 404 (an actor.not_found body would make the official client
         # resolve the key again and retry, as for a missing actor).
         return HttpResponse(status=404)
+    if isinstance(response, Forwarded):
+        return response.response
     if not isinstance(response, HttpResponseBase):
         raise RivetError(f"on_request returned {type(response).__name__}, not an HttpResponse")
     return response
@@ -212,15 +222,26 @@ async def raw_request(request: HttpRequest, segment: str | None, path: str) -> H
 async def actor_metadata(request: HttpRequest, segment: str | None) -> HttpResponse:
     from .manager import metadata
 
-    node = await started_node()
-    actor_id = await _target(request, segment).resolve(node.router)
+    actor_id = await _resolve(request, segment)
+    if isinstance(actor_id, HttpResponse):
+        return actor_id
     return json_response({**metadata(), "actorId": actor_id})
 
 
 async def actor_health(request: HttpRequest, segment: str | None) -> HttpResponse:
-    node = await started_node()
-    await _target(request, segment).resolve(node.router)
+    resolved = await _resolve(request, segment)
+    if isinstance(resolved, HttpResponse):
+        return resolved
     return HttpResponse(b"ok", content_type="text/plain")
+
+
+async def _resolve(request: HttpRequest, segment: str | None) -> str | HttpResponse:
+    """The actor id a request names (a forwarding process asks a node, and serves its answer)."""
+    gateway = await current_gateway()
+    target = _target(request, segment)
+    if gateway.node is None:
+        return (await gateway.forward_anywhere(forwarder(request), hops(request))).response
+    return await target.resolve(gateway.node.router)
 
 
 async def header_form_route(request: HttpRequest, route: str) -> HttpResponse:

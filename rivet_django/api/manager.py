@@ -8,13 +8,14 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Router
 
 from .. import protocol
+from ..cluster import current_gateway
 from ..conf import rivet_settings
 from ..exceptions import ActorNotFound, InvalidRequest
 from ..headers import header
-from ..node import started_node
 from ..registry import actors
 from ..runtime.store import ActorRecord
 from . import schemas
+from .forward import Forwarded, forwarder, hops
 from .responses import json_response
 
 __all__ = ["actor_json", "router"]
@@ -81,8 +82,10 @@ async def list_actors(
     actor_ids: str | None = None,
     namespace: str | None = None,
 ) -> HttpResponse:
-    node = await started_node()
-    router_ = node.router
+    gateway = await current_gateway()
+    if gateway.node is None:
+        return (await gateway.forward_anywhere(forwarder(request), hops(request))).response
+    router_ = gateway.node.router
     records: list[ActorRecord] = []
     if actor_ids:
         for actor_id in [a for a in actor_ids.split(",") if a][:100]:
@@ -105,8 +108,10 @@ async def list_actors(
 async def get_or_create_actor(
     request: HttpRequest, body: schemas.GetOrCreateActorRequest, namespace: str | None = None
 ) -> HttpResponse:
-    node = await started_node()
-    record, created = await node.router.get_or_create(
+    gateway = await current_gateway()
+    if gateway.node is None:
+        return (await gateway.forward_anywhere(forwarder(request), hops(request))).response
+    record, created = await gateway.node.router.get_or_create(
         _namespace(namespace), body.name, protocol.deserialize_key(body.key), _decode_input(body.input)
     )
     return json_response({"actor": actor_json(record), "created": created})
@@ -116,9 +121,11 @@ async def get_or_create_actor(
 async def create_actor(
     request: HttpRequest, body: schemas.CreateActorRequest, namespace: str | None = None
 ) -> HttpResponse:
-    node = await started_node()
+    gateway = await current_gateway()
+    if gateway.node is None:
+        return (await gateway.forward_anywhere(forwarder(request), hops(request))).response
     key = protocol.deserialize_key(body.key) if body.key is not None else []
-    record = await node.router.create(_namespace(namespace), body.name, key, _decode_input(body.input))
+    record = await gateway.node.router.create(_namespace(namespace), body.name, key, _decode_input(body.input))
     return json_response({"actor": actor_json(record)})
 
 
@@ -129,7 +136,17 @@ async def actor_names(request: HttpRequest, namespace: str | None = None) -> Htt
 
 @router.delete("/actors/{actor_id}", response={200: dict, **_ERRORS}, summary="Destroy an actor")
 async def destroy_actor(request: HttpRequest, actor_id: str, namespace: str | None = None) -> HttpResponse:
-    node = await started_node()
-    if not await node.router.destroy(actor_id):
+    gateway = await current_gateway()
+    if gateway.node is None:
+        return (await gateway.forward_anywhere(forwarder(request), hops(request))).response
+    router_ = gateway.node.router
+
+    async def destroy(runtime: Any, actor_id: str) -> bool:
+        return await router_.destroy(actor_id)
+
+    destroyed = await gateway.on_actor(actor_id, destroy, forwarder(request), hops=hops(request))
+    if isinstance(destroyed, Forwarded):
+        return destroyed.response
+    if not destroyed:
         raise ActorNotFound(f"Actor {actor_id} not found")
     return json_response({})

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from ..exceptions import INTERNAL_ERROR_GROUP, INTERNAL_ERROR_MESSAGE, ActorNotFound, PublicError
+from ..exceptions import INTERNAL_ERROR_GROUP, INTERNAL_ERROR_MESSAGE, PublicError
 from ..protocol import (
     ActionRequest,
     ActionResponse,
@@ -39,11 +39,15 @@ from ..protocol import (
 )
 from .channel import ChannelClosed, ConnectionChannel
 from .errors import ActorError
-from .transport import ActorQuery, Transport
+from .transport import ActorQuery, HttpTransport, Transport
 
 if TYPE_CHECKING:
+    from ..cluster import Gateway
+    from ..cluster.peers import Peer
+    from ..gateway import GatewayTarget
     from ..node import LocalNode
     from ..runtime.conn import Conn, OutgoingEvent
+    from ..runtime.host import ActorRuntime
 
 __all__ = ["LocalTransport"]
 
@@ -55,7 +59,8 @@ _background_lock = threading.Lock()
 
 
 class LocalTransport(Transport):
-    """Routes client calls to this project's actor runtime without HTTP."""
+    """Routes client calls through this process's gateway: to its own runtime without
+    HTTP, or to the node that holds the actor."""
 
     def __init__(self, *, namespace: str | None = None, node: LocalNode | None = None) -> None:
         self._namespace = namespace
@@ -69,17 +74,21 @@ class LocalTransport(Transport):
             return str(rivet_settings.NAMESPACE)
         return self._namespace
 
-    async def _run(self, call: Callable[[LocalNode], Awaitable[T]]) -> T:
-        node = self._fixed_node or await _current_node()
-        return await self._run_on(node, call)
+    async def _gateway(self) -> Gateway:
+        if self._fixed_node is not None:
+            return self._fixed_node.gateway
+        from ..cluster import current_gateway
 
-    async def _run_on(self, node: LocalNode, call: Callable[[LocalNode], Awaitable[T]]) -> T:
-        """Run ``call(node)`` on the node's loop (hopping there if needed); errors become ActorError."""
+        return await current_gateway(host=_current_node)
+
+    async def _run(self, call: Callable[[Gateway], Awaitable[T]]) -> T:
+        """Run ``call(gateway)`` on the gateway's loop (hopping there if needed); errors become ActorError."""
         try:
+            gateway = await self._gateway()
             loop = asyncio.get_running_loop()
-            if node.loop is None or node.loop is loop:
-                return await call(node)
-            future = asyncio.run_coroutine_threadsafe(_awaitable(call, node), node.loop)
+            if gateway.loop is None or gateway.loop is loop:
+                return await call(gateway)
+            future = asyncio.run_coroutine_threadsafe(_awaitable(call, gateway), gateway.loop)
             return await asyncio.wrap_future(future)
         except PublicError as exc:
             raise ActorError(exc.group, exc.code, exc.message, exc.metadata) from exc
@@ -88,56 +97,111 @@ class LocalTransport(Transport):
         except Exception as exc:
             raise ActorError(INTERNAL_ERROR_GROUP, "internal_error", INTERNAL_ERROR_MESSAGE) from exc
 
-    async def _resolve(self, node: LocalNode, query: ActorQuery) -> str:
-        if query.method == "id":
-            if not query.actor_id:
-                raise ActorError("actor", "invalid_request", "Missing actor id")
-            record = await node.router.get_by_id(query.actor_id)
-            if record is None or record.name != query.name:
-                raise ActorError("actor", "not_found", f"Actor {query.actor_id} not found")
-            return record.actor_id
-        return await node.router.resolve(
-            namespace=self.namespace,
-            method=query.method,
+    def _target(self, query: ActorQuery) -> GatewayTarget:
+        from ..gateway import GatewayTarget
+
+        return GatewayTarget(
+            query.method,
+            self.namespace,
+            actor_id=query.actor_id,
             name=query.name,
-            key=query.key or (),
+            key=tuple(query.key or ()),
             input=query.input if query.has_input else None,
         )
 
+    async def _dispatch(
+        self,
+        gateway: Gateway,
+        query: ActorQuery,
+        local: Callable[[ActorRuntime, str], Awaitable[T]],
+        remote: Callable[[HttpTransport, ActorQuery], Awaitable[T]],
+    ) -> T:
+        """One operation through the gateway: ``local`` on this process's runtime, or
+        ``remote`` over a client transport to the node that holds the actor."""
+        if query.method == "id" and gateway.node is not None:
+            await self._check_id(gateway.node, query)
+        namespace = self.namespace
+
+        async def wire(peer: Peer, actor_id: str | None, hops: int) -> T:
+            target = query if actor_id is None else ActorQuery(query.name, actor_id=actor_id, method="id")
+            return await remote(peer.transport(hops, namespace), target)
+
+        _, result = await gateway.dispatch(self._target(query), local, wire)
+        return result
+
+    async def _check_id(self, node: LocalNode, query: ActorQuery) -> None:
+        if not query.actor_id:
+            raise ActorError("actor", "invalid_request", "Missing actor id")
+        record = await node.router.get_by_id(query.actor_id)
+        if record is None or record.name != query.name:
+            raise ActorError("actor", "not_found", f"Actor {query.actor_id} not found")
+
     async def create(self, name: str, key: Sequence[str], input: Any = None, has_input: bool = False) -> str:
-        async def call(node: LocalNode) -> str:
-            record = await node.router.create(self.namespace, name, list(key), input if has_input else None)
+        async def call(gateway: Gateway) -> str:
+            if gateway.node is None:
+                return await gateway.forward_anywhere(
+                    lambda peer, _, hops: peer.transport(hops, self.namespace).create(name, key, input, has_input)
+                )
+            record = await gateway.node.router.create(self.namespace, name, list(key), input if has_input else None)
             return record.actor_id
 
         return await self._run(call)
 
     async def resolve(self, query: ActorQuery) -> str:
-        return await self._run(lambda node: self._resolve(node, query))
-
-    async def call_action(self, query: ActorQuery, name: str, args: list[Any], params: Any = None) -> Any:
-        async def call(node: LocalNode) -> Any:
-            actor_id = await self._resolve(node, query)
-            # Copies both ways, as over the wire: caller and actor never share objects.
-            output = await node.router.call_action(actor_id, name, _copy_value(list(args)), params=params)
-            return _copy_value(output)
+        async def call(gateway: Gateway) -> str:
+            if gateway.node is None:
+                return await gateway.forward_anywhere(
+                    lambda peer, _, hops: peer.transport(hops, self.namespace).resolve(query)
+                )
+            if query.method == "id":
+                await self._check_id(gateway.node, query)
+                assert query.actor_id is not None
+                return query.actor_id
+            return await self._target(query).resolve(gateway.node.router)
 
         return await self._run(call)
+
+    async def call_action(self, query: ActorQuery, name: str, args: list[Any], params: Any = None) -> Any:
+        async def local(runtime: ActorRuntime, actor_id: str) -> Any:
+            # Copies both ways, as over the wire: caller and actor never share objects.
+            return _copy_value(await runtime.call_action(actor_id, name, _copy_value(list(args)), params=params))
+
+        async def remote(transport: HttpTransport, target: ActorQuery) -> Any:
+            return await transport.call_action(target, name, list(args), params)
+
+        return await self._run(lambda gateway: self._dispatch(gateway, query, local, remote))
 
     async def send_queue(
         self, query: ActorQuery, name: str, body: Any, wait: bool, timeout: float | None, params: Any = None
     ) -> dict[str, Any]:
-        async def call(node: LocalNode) -> dict[str, Any]:
-            actor_id = await self._resolve(node, query)
-            result = await node.runtime.queues.send(
+        async def local(runtime: ActorRuntime, actor_id: str) -> dict[str, Any]:
+            result = await runtime.queues.send(
                 actor_id, name, _copy_value(body), wait=wait, timeout=timeout, params=params
             )
             return _copy_value(result)  # type: ignore[no-any-return]
 
-        return await self._run(call)
+        async def remote(transport: HttpTransport, target: ActorQuery) -> dict[str, Any]:
+            return await transport.send_queue(target, name, body, wait, timeout, params)
+
+        return await self._run(lambda gateway: self._dispatch(gateway, query, local, remote))
 
     async def destroy(self, actor_id: str) -> None:
-        async def call(node: LocalNode) -> None:
-            await node.router.destroy(actor_id)
+        async def call(gateway: Gateway) -> None:
+            node = gateway.node
+            if node is None:
+                await gateway.forward_anywhere(
+                    lambda peer, _, hops: peer.transport(hops, self.namespace).destroy(actor_id)
+                )
+                return
+
+            async def local(runtime: ActorRuntime, actor_id: str) -> None:
+                await node.router.destroy(actor_id)
+
+            async def remote(peer: Peer, actor_id: str | None, hops: int) -> None:
+                assert actor_id is not None
+                await peer.transport(hops, self.namespace).destroy(actor_id)
+
+            await gateway.on_actor(actor_id, local, remote)
 
         await self._run(call)
 
@@ -153,43 +217,66 @@ class LocalTransport(Transport):
         raise ActorError("feature", "unsupported", "Raw requests through the local client are not supported yet")
 
     async def open_connection(self, query: ActorQuery, params: Any = None) -> ConnectionChannel:
-        """A stateful connection held by this process's runtime, without a socket.
+        """A stateful connection: held by this process's runtime without a socket, or a
+        WebSocket to the node that holds the actor.
 
         Connect hooks run as for a WebSocket (a refusal raises its ActorError);
         the runtime's events and the answers to calls arrive as protocol
         messages, starting with ``Init``.
         """
-        node = self._fixed_node or await _current_node()
-        channel = _LocalChannel(self, node)
+        holder: dict[str, _LocalChannel] = {}
+        caller_loop = asyncio.get_running_loop()
 
-        async def call(node: LocalNode) -> Conn:
-            actor_id = await self._resolve(node, query)
-            try:
-                conn = await node.runtime.connect(actor_id, params, sink=channel.sink, transport="local")
-            except ActorNotFound:
-                if query.method == "id":
-                    raise
-                # The cached address may point at a destroyed actor: resolve afresh once.
-                node.router.forget(self.namespace, query.name, query.key or ())
-                actor_id = await self._resolve(node, query)
-                conn = await node.runtime.connect(actor_id, params, sink=channel.sink, transport="local")
+        async def local(runtime: ActorRuntime, actor_id: str) -> Conn:
+            channel = holder["channel"]
+            conn = await runtime.connect(actor_id, params, sink=channel.sink, transport="local")
             channel.conn = conn
             return conn
 
+        async def remote(transport: HttpTransport, target: ActorQuery) -> _RemoteTarget:
+            # Opened on the caller's loop (below): a socket belongs to the loop that reads it.
+            return _RemoteTarget(transport, target)
+
+        async def call(gateway: Gateway) -> Conn | _RemoteTarget:
+            if gateway.node is not None:
+                holder["channel"] = _LocalChannel(self, gateway.node, caller_loop)
+            return await self._dispatch(gateway, query, local, remote)
+
         try:
-            conn = await self._run_on(node, call)
+            opened = await self._run(call)
         except asyncio.CancelledError:
-            channel.abandon()
+            if "channel" in holder:
+                holder["channel"].abandon()
             raise
-        channel.attach(conn)
+        if isinstance(opened, _RemoteTarget):
+            return await opened.open(params)
+        channel = holder["channel"]
+        channel.attach(opened)
         return channel
 
     async def close(self) -> None:
         """Nothing to release: the node outlives its clients."""
 
 
-async def _awaitable(call: Callable[[LocalNode], Awaitable[T]], node: LocalNode) -> T:
-    return await call(node)
+class _RemoteTarget:
+    """Where a connection to an actor on another node is opened."""
+
+    def __init__(self, transport: HttpTransport, query: ActorQuery) -> None:
+        self.endpoint = transport.endpoint
+        self.namespace = transport.namespace
+        self.headers = dict(transport.headers)
+        self.query = query
+
+    async def open(self, params: Any) -> ConnectionChannel:
+        transport = HttpTransport(self.endpoint, self.namespace, encoding="cbor", headers=self.headers)
+        try:
+            return await transport.open_connection(self.query, params)
+        finally:
+            await transport.close()
+
+
+async def _awaitable(call: Callable[[Gateway], Awaitable[T]], gateway: Gateway) -> T:
+    return await call(gateway)
 
 
 class _LocalSink:
@@ -216,10 +303,10 @@ class _LocalChannel(ConnectionChannel):
     the wire, so the caller never shares objects with the actor.
     """
 
-    def __init__(self, transport: LocalTransport, node: LocalNode) -> None:
+    def __init__(self, transport: LocalTransport, node: LocalNode, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._node = node
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop
         self._messages: asyncio.Queue[ToClient | ChannelClosed] = asyncio.Queue()
         self._pending_init: Init | None = None
         self._ended = False
@@ -259,9 +346,7 @@ class _LocalChannel(ConnectionChannel):
             self._on_node(self._call(conn, message))
             return
         try:
-            await self._transport._run_on(
-                self._node, lambda node: node.runtime.subscribe(conn, message.event_name, message.subscribe)
-            )
+            await self._on_node_loop(self._node.runtime.subscribe(conn, message.event_name, message.subscribe))
         except ActorError as exc:
             # What the server sends for a refused subscription: a connection-level error.
             self._post(ErrorMessage(exc.group, exc.code, exc.message, exc.metadata, None))
@@ -284,7 +369,7 @@ class _LocalChannel(ConnectionChannel):
         conn = self.conn
         if conn is not None and not self._closed_by_actor:
             try:
-                await self._transport._run_on(self._node, lambda node: node.runtime.disconnect(conn))
+                await self._on_node_loop(self._node.runtime.disconnect(conn))
             except Exception as exc:
                 logger.debug("Disconnecting local connection %s failed: %r", conn.id, exc)
         self._end(ChannelClosed(code, reason))
@@ -319,6 +404,16 @@ class _LocalChannel(ConnectionChannel):
         self._post(reply)
 
     # -- plumbing ---------------------------------------------------------------------------
+
+    async def _on_node_loop(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Await ``coro`` on the node's loop; errors become ActorError."""
+        node_loop = self._node.loop
+        try:
+            if node_loop is None or node_loop is asyncio.get_running_loop():
+                return await coro
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, node_loop))
+        except PublicError as exc:
+            raise ActorError(exc.group, exc.code, exc.message, exc.metadata) from exc
 
     def _on_node(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` on the node's loop without waiting for it."""

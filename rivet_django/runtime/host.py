@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -107,6 +108,8 @@ class ActorRuntime:
         self.idle_timers = IdleTimers()
         #: Most actors awake at once since the last memory trim.
         self._peak = 0
+        #: When the last lease renewal that reached the database was sent (monotonic).
+        self._renewed_at = time.monotonic()
         self._trim_handle: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._client_factory = client_factory
@@ -186,7 +189,13 @@ class ActorRuntime:
             inst = self.instances.get(actor_id)
             if inst is not None:
                 if inst.status is InstanceStatus.AWAKE:
-                    return inst
+                    if time.monotonic() < max(inst.leased_at, self._renewed_at) + self.config.lease_seconds:
+                        return inst
+                    # No renewal reached the database for a whole lease (this process was
+                    # paused or cut off): another node may own the actor now. Serve nothing
+                    # from this copy, not even a read; claim it again (or learn its owner).
+                    self._lapse(inst)
+                    continue
                 if inst.status is InstanceStatus.STOPPING:
                     # Requests that arrive while stopping wait, then wake it again.
                     await asyncio.shield(inst.stopped)
@@ -212,7 +221,14 @@ class ActorRuntime:
             if waking is task:
                 del self._waking[actor_id]
 
+    def _lapse(self, inst: ActorInstance) -> None:
+        logger.warning("Lease of actor %s lapsed on node %s without renewal; dropping this copy", inst.actor_id, self.node_id)
+        if self.instances.get(inst.actor_id) is inst:
+            del self.instances[inst.actor_id]
+        inst.abandon()
+
     async def _wake(self, actor_id: str) -> ActorInstance:
+        leased_at = time.monotonic()  # before the claim: the lease runs from no earlier than this
         claimed = await self.store.claim(actor_id, self.node_id, self.config.lease_seconds)
         if claimed is None:
             raise ActorGone()
@@ -220,6 +236,7 @@ class ActorRuntime:
             raise ActorNotFound(f"Actor {actor_id} is a {claimed.record.name!r}, which is not registered here")
         definition = self.registry.get(claimed.record.name)
         inst = ActorInstance(self, definition, claimed)
+        inst.leased_at = leased_at
         self.instances[actor_id] = inst
         if len(self.instances) > self._peak:
             self._peak = len(self.instances)
@@ -481,7 +498,9 @@ class ActorRuntime:
     async def renew_leases(self) -> None:
         """Extend the leases of every awake actor in one batch; drop the ones lost."""
         ids = [a for a, inst in self.instances.items() if inst.status is not InstanceStatus.STOPPED]
+        sent = time.monotonic()
         lost = await self.store.renew_leases(self.node_id, ids, self.config.lease_seconds)
+        self._renewed_at = sent
         for actor_id in lost:
             inst = self.instances.get(actor_id)
             if inst is not None and inst.status is not InstanceStatus.STARTING:

@@ -132,6 +132,7 @@ class ActorInstance:
         "generation",
         "key",
         "last_activity",
+        "leased_at",
         "namespace",
         "options",
         "prevent_sleep",
@@ -149,6 +150,8 @@ class ActorInstance:
         self.key: tuple[str, ...] = claimed.record.key
         self.namespace = claimed.record.namespace
         self.generation = claimed.generation
+        #: When the claim that woke it was sent (monotonic): its lease runs from no earlier.
+        self.leased_at = float("inf")
         self._claimed: ClaimedActor | None = claimed
         self.status = InstanceStatus.STARTING
         self.state: Any = None

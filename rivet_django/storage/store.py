@@ -7,6 +7,7 @@ import json
 import secrets
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,11 +15,25 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from ..exceptions import ActorStopping, DuplicateKey, LostOwnership
+from ..exceptions import ActorElsewhere, DuplicateKey, LostOwnership
 from ..runtime.store import ActorRecord, ActorStore, ClaimedActor, StateWrite
 from .executor import DatabaseExecutor
 
-__all__ = ["DjangoActorStore", "key_hash", "new_actor_id"]
+__all__ = ["DjangoActorStore", "NodeInfo", "key_hash", "new_actor_id"]
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A live node as the ``Node`` table shows it."""
+
+    node_id: str
+    #: The node's API endpoint (``http://host:port/api/rivet``); empty for processes
+    #: that host actors without serving (a standalone script).
+    address: str
+    heartbeat_at: datetime | None
+    #: Actors it holds a live lease on.
+    actors: int
+
 
 _RECORD_FIELDS = ("id", "namespace", "name", "key", "created_at", "started_at", "slept_at", "destroyed_at")
 
@@ -215,7 +230,7 @@ class DjangoActorStore(ActorStore):
         if row is None or row["destroyed_at"] is not None:
             return None
         if not updated:
-            raise ActorStopping(f"Actor {actor_id} is owned by node {row['node']!r}")
+            raise ActorElsewhere(actor_id, row["node"])
         row["id"] = actor_id  # the caller's string, kept by the awake actor: not a second copy
         return ClaimedActor(
             record=_record(row),
@@ -327,6 +342,59 @@ class DjangoActorStore(ActorStore):
         with transaction.atomic():
             Actor.objects.filter(node=node_id).update(node=None, lease_expires_at=None, status=ActorStatus.SLEEPING)
             Node.objects.filter(pk=node_id).delete()
+
+    # -- the cluster's view --------------------------------------------------------
+
+    async def live_nodes(self, max_age: float) -> list[NodeInfo]:
+        """Nodes whose heartbeat is younger than ``max_age`` seconds, with the number of
+        actors each holds a live lease on."""
+        return await self.executor.run(self._live_nodes, max_age)
+
+    @staticmethod
+    def _live_nodes(max_age: float) -> list[NodeInfo]:
+        from django.db.models import Count
+
+        from ..models import Actor, Node
+
+        now = timezone.now()
+        rows = Node.objects.filter(heartbeat_at__gte=now - timedelta(seconds=max_age)).values_list(
+            "id", "address", "heartbeat_at"
+        )
+        counts = dict(
+            Actor.objects.filter(node__isnull=False, lease_expires_at__gte=now)
+            .values_list("node")
+            .annotate(n=Count("id"))
+            .values_list("node", "n")
+        )
+        return [NodeInfo(node_id, address, heartbeat, counts.get(node_id, 0)) for node_id, address, heartbeat in rows]
+
+    async def owner_of(self, actor_id: str) -> str | None:
+        """The node holding a live lease on the actor, if any."""
+        return await self.executor.run(self._owner_of, actor_id)
+
+    @staticmethod
+    def _owner_of(actor_id: str) -> str | None:
+        from ..models import Actor
+
+        return (
+            Actor.objects.filter(pk=actor_id, node__isnull=False, lease_expires_at__gte=timezone.now())
+            .values_list("node", flat=True)
+            .first()
+        )
+
+    async def prune_nodes(self, older_than: float) -> int:
+        """Delete the rows of nodes silent for ``older_than`` seconds (dead processes)."""
+        return await self.executor.run(self._prune_nodes, older_than)
+
+    @staticmethod
+    def _prune_nodes(older_than: float) -> int:
+        from django.db.models import Q as _Q
+
+        from ..models import Node
+
+        cutoff = timezone.now() - timedelta(seconds=older_than)
+        deleted, _ = Node.objects.filter(_Q(heartbeat_at__lt=cutoff) | _Q(heartbeat_at__isnull=True, started_at__lt=cutoff)).delete()
+        return deleted
 
     # -- KV ---------------------------------------------------------------------
 

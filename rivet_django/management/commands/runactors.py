@@ -46,7 +46,8 @@ class Command(BaseCommand):
         self.host, self.port, self.prefix = host, port, _api_prefix()
         self.server_name = options["server"]
         self.node_id = options["node_id"] or default_node_id(port)
-        self.node = LocalNode(node_id=self.node_id, address=f"{host}:{port}")
+        self.address = _advertised_address(host, port, self.prefix)
+        self.node = LocalNode(node_id=self.node_id, address=self.address)
         self.exit_code = 0
         self.stopping = False
         set_node(self.node)
@@ -234,6 +235,21 @@ class Command(BaseCommand):
         ]
         self.stdout.write("\n".join(lines))
         sys.stdout.flush()
+
+
+def _advertised_address(host: str, port: int, prefix: str) -> str:
+    """The URL other processes forward to: ``RIVET["NODE_ADDRESS"]``, else built from the bind address."""
+    import socket
+
+    from ...conf import rivet_settings
+
+    if rivet_settings.NODE_ADDRESS:
+        return str(rivet_settings.NODE_ADDRESS).rstrip("/")
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}{prefix}"
 
 
 def _api_prefix() -> str:

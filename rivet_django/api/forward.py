@@ -1,0 +1,58 @@
+"""The wire form of an actor API request: sent on to the node that holds the actor.
+
+A forwarded request is the request as it came (method, headers, body), addressed to
+the resolved actor in the direct form; the peer's answer is served as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qsl
+
+from django.http import HttpRequest, HttpResponse
+
+from ..cluster.peers import HOPS_HEADER, Peer, forwarded_route
+from ..headers import header
+
+__all__ = ["Forwarded", "forwarder", "hops"]
+
+_RESPONSE_HOP_HEADERS = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding", "server", "date"}
+)
+
+
+def hops(request: HttpRequest) -> int:
+    """How many nodes forwarded this request already (0 from a client)."""
+    raw = header(request, HOPS_HEADER)
+    return int(raw) if raw and raw.isdigit() else 0
+
+
+class Forwarded:
+    """A peer's answer to a forwarded request."""
+
+    __slots__ = ("response",)
+
+    def __init__(self, response: HttpResponse) -> None:
+        self.response = response
+
+
+def forwarder(request: HttpRequest) -> Callable[[Peer, str | None, int], Awaitable[Forwarded]]:
+    """The remote form of ``request`` for :meth:`~rivet_django.cluster.Gateway.dispatch`."""
+
+    async def forward(peer: Peer, actor_id: str | None, hops: int) -> Forwarded:
+        query = parse_qsl(request.META.get("QUERY_STRING", ""), keep_blank_values=True)
+        answer = await peer.forward_http(
+            request.method or "GET",
+            forwarded_route(request.path, query, actor_id),
+            request.headers.items(),
+            request.body,
+            hops,
+            request.META.get("REMOTE_ADDR"),
+        )
+        response = HttpResponse(answer.content, status=answer.status_code)
+        for name, value in answer.headers.multi_items():
+            if name.lower() not in _RESPONSE_HOP_HEADERS:
+                response[name] = value
+        return Forwarded(response)
+
+    return forward

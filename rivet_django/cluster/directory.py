@@ -1,0 +1,57 @@
+"""The nodes of the cluster as the ``Node`` table shows them.
+
+A node's heartbeat is written with its lease renewals (every ``LEASE_SECONDS / 3``);
+a node is live while its heartbeat is younger than ``LEASE_SECONDS``. Reads are
+cached for a second: routing asks on every forwarded call, the table changes when
+nodes come and go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..storage.store import DjangoActorStore, NodeInfo
+
+__all__ = ["NodeDirectory"]
+
+#: How long a read of the table is reused (seconds).
+CACHE_SECONDS = 1.0
+
+
+class NodeDirectory:
+    """Live nodes, cached briefly; ``self_id`` is this process's node (never a peer)."""
+
+    def __init__(self, store: DjangoActorStore, lease_seconds: float, self_id: str | None = None) -> None:
+        self.store = store
+        self.lease_seconds = lease_seconds
+        self.self_id = self_id
+        self._nodes: dict[str, NodeInfo] = {}
+        self._read_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def live(self) -> dict[str, NodeInfo]:
+        """Every live node by id, this one included."""
+        if time.monotonic() - self._read_at < CACHE_SECONDS:
+            return self._nodes
+        async with self._lock:
+            if time.monotonic() - self._read_at >= CACHE_SECONDS:
+                nodes = await self.store.live_nodes(self.lease_seconds)
+                self._nodes = {info.node_id: info for info in nodes}
+                self._read_at = time.monotonic()
+        return self._nodes
+
+    async def serving(self) -> list[NodeInfo]:
+        """Live nodes other than this one that serve the actor API (a node to forward to)."""
+        return [info for info in (await self.live()).values() if info.address and info.node_id != self.self_id]
+
+    async def address(self, node_id: str) -> str | None:
+        """The API endpoint of a live node, or None (dead, or hosting without serving)."""
+        info = (await self.live()).get(node_id)
+        return info.address if info is not None and info.address else None
+
+    def invalidate(self) -> None:
+        """Read the table again on the next ask (a peer did not answer)."""
+        self._read_at = float("-inf")

@@ -1,0 +1,218 @@
+"""The gateway: the one place an operation on an actor is sent to where the actor lives.
+
+Every way in (HTTP action, queue send, raw request, ``/connect`` and raw WebSocket,
+``Client.local()``, ``self.client()``) calls :meth:`Gateway.dispatch` with the
+operation in two forms:
+
+- ``local(runtime, actor_id)``: run it on this process's runtime;
+- ``remote(peer, actor_id, hops)``: send it to another node (``actor_id`` None: the
+  peer resolves the target itself).
+
+A hosting gateway (``runactors``, or a process that hosts its own actors because no
+node was running) resolves the target, runs the operation here when the actor is
+awake here or its lease can be claimed here, and otherwise sends it to the node
+holding the lease (found in the ``Node`` table). A forwarding gateway (web workers,
+shells, Celery workers while a node runs) hosts nothing: it sends every operation,
+unresolved, to a live node.
+
+While an actor moves (its node died, or shut down and released it), the gateway
+waits for the lease to be claimable and claims it here, up to one lease; a caller
+only sees ``actor.stopping`` (retryable) when that runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..conf import rivet_settings
+from ..exceptions import ActorElsewhere, ActorGone, ActorStopping
+from .directory import NodeDirectory
+from .peers import Peer, Peers, unreachable
+from .placement import load_placement
+
+if TYPE_CHECKING:
+    from ..gateway import GatewayTarget
+    from ..node import LocalNode
+    from ..runtime.host import ActorRuntime
+
+__all__ = ["MAX_HOPS", "Gateway", "current_gateway"]
+
+logger = logging.getLogger("rivet_django.cluster")
+
+T = TypeVar("T")
+
+Local = Callable[["ActorRuntime", str], Awaitable[T]]
+Remote = Callable[[Peer, "str | None", int], Awaitable[T]]
+
+#: An operation is forwarded at most this many times (A -> B, B -> C when the actor
+#: moved meanwhile); past that it fails with the retryable ``actor.stopping``.
+MAX_HOPS = 2
+
+#: How often a call waiting for a dead node's lease tries to claim it.
+_RETRY_INTERVAL = 0.25
+
+
+class Gateway:
+    """Sends operations to the runtime that owns their actor: this one, or a peer's."""
+
+    def __init__(self, node: LocalNode | None) -> None:
+        self.node = node
+        if node is not None:
+            store = node.store
+            self.node_id: str | None = node.runtime.node_id
+            lease = node.runtime.config.lease_seconds
+        else:
+            from ..storage.store import DjangoActorStore
+
+            store = DjangoActorStore(threads=1)
+            self.node_id = None
+            lease = float(rivet_settings.LEASE_SECONDS)
+        self.lease_seconds = lease
+        self.directory = NodeDirectory(store, lease, self.node_id)
+        self.peers = Peers()
+        self.placement = load_placement(str(rivet_settings.PLACEMENT))
+        #: Actors last found on another node (id -> node id): their calls go straight there.
+        self._owners: dict[str, str] = {}
+        self.loop: asyncio.AbstractEventLoop | None = node.loop if node is not None else None
+        #: Operations sent to another node (for ``rivet_nodes`` and the benchmark).
+        self.forwarded = 0
+
+    @property
+    def hosting(self) -> bool:
+        return self.node is not None
+
+    async def dispatch(
+        self, target: GatewayTarget, local: Local[T], remote: Remote[T], *, hops: int = 0
+    ) -> tuple[str | None, T]:
+        """Run an operation on the actor ``target`` names; its id (None if a peer resolved it) and result.
+
+        A key may name an actor that was destroyed since it was resolved: when the
+        runtime finds it gone, the key is resolved afresh once (``getOrCreate``
+        creates its successor), never for a direct id.
+        """
+        if self.node is None:
+            return None, await self.forward_anywhere(remote, hops)
+        router = self.node.router
+        actor_id = await target.resolve(router)
+        try:
+            return actor_id, await self.on_actor(actor_id, local, remote, hops=hops)
+        except ActorGone:
+            if target.method == "id":
+                raise
+            router.forget(target.namespace, target.name or "", target.key)
+            actor_id = await target.resolve(router)
+            return actor_id, await self.on_actor(actor_id, local, remote, hops=hops)
+
+    async def on_actor(self, actor_id: str, local: Local[T], remote: Remote[T], *, hops: int = 0) -> T:
+        """Run an operation on a resolved actor, wherever it lives."""
+        assert self.node is not None
+        runtime = self.node.runtime
+        owner: str | None = None
+        if actor_id in runtime.instances:
+            try:
+                return await local(runtime, actor_id)
+            except ActorElsewhere as exc:  # its lease lapsed here (a paused process) and moved
+                owner = exc.node_id
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        while True:
+            if owner is None:
+                owner = self._owners.get(actor_id) or await self._placed(actor_id, hops)
+            if owner == self.node_id:
+                try:
+                    return await local(runtime, actor_id)
+                except ActorElsewhere as exc:
+                    owner = exc.node_id
+            if hops >= MAX_HOPS:
+                raise ActorStopping(f"Actor {actor_id} is moving to another node; try again")
+            address = await self.directory.address(owner)
+            if address is not None:
+                self._owners[actor_id] = owner
+                try:
+                    self.forwarded += 1
+                    return await remote(self.peers.get(address), actor_id, hops + 1)
+                except Exception as exc:
+                    if not unreachable(exc):
+                        raise
+                    logger.warning("Node %s (%s) did not answer; waiting for its leases", owner, address)
+            # The owner is dead, paused or hosts without an address: its lease runs out
+            # within one lease time, then the claim here succeeds.
+            self._owners.pop(actor_id, None)
+            self.directory.invalidate()
+            owner = None
+            if deadline is None:
+                deadline = loop.time() + self.lease_seconds + 1.0
+            elif loop.time() >= deadline:
+                raise ActorStopping(f"Actor {actor_id} is held by a node that does not answer")
+            await asyncio.sleep(_RETRY_INTERVAL)
+
+    async def _placed(self, actor_id: str, hops: int) -> str:
+        """Where an actor not known to live elsewhere should run: here unless the policy says otherwise."""
+        assert self.node_id is not None
+        if hops or not self.placement.consults_nodes:
+            return self.node_id
+        owner = await self.directory.store.owner_of(actor_id)
+        if owner is not None:
+            return owner
+        return self.placement.choose(actor_id, self.node_id, await self.directory.serving())
+
+    async def forward_anywhere(self, remote: Remote[T], hops: int = 0) -> T:
+        """A forwarding gateway: send the operation to any live node (another one if it does not answer)."""
+        tried: set[str] = set()
+        for _ in range(4):
+            nodes = [info for info in await self.directory.serving() if info.address not in tried]
+            if not nodes:
+                break
+            address = random.choice(nodes).address
+            try:
+                self.forwarded += 1
+                return await remote(self.peers.get(address), None, hops + 1)
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
+                tried.add(address)
+                self.directory.invalidate()
+        raise ActorStopping("No actor node answers; is runactors running?")
+
+    async def has_peers(self) -> bool:
+        return bool(await self.directory.serving())
+
+    def forget_owner(self, actor_id: str) -> None:
+        self._owners.pop(actor_id, None)
+
+    async def close(self) -> None:
+        await self.peers.close()
+
+
+_forwarders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Gateway] = weakref.WeakKeyDictionary()
+
+
+async def current_gateway(host: Callable[[], Awaitable[LocalNode]] | None = None) -> Gateway:
+    """This process's gateway for the running loop.
+
+    ``runactors`` (and a process already hosting actors) answers with its node's
+    gateway. Any other process forwards while a node is live, and otherwise hosts
+    its actors itself on the node ``host()`` starts (by default: on this loop).
+    """
+    from ..node import get_node, started_node
+
+    node = get_node()
+    if node is not None and (node.serving or _running(node)):
+        return node.gateway
+    loop = asyncio.get_running_loop()
+    forwarder = _forwarders.get(loop)
+    if forwarder is None:
+        forwarder = _forwarders[loop] = Gateway(None)
+        forwarder.loop = loop
+    if await forwarder.has_peers():
+        return forwarder
+    return (await (host or started_node)()).gateway
+
+
+def _running(node: Any) -> bool:
+    return bool(node.runtime.started and node.loop is not None and not node.loop.is_closed())

@@ -1,0 +1,44 @@
+"""``ledger``: a counter that says which node served each call and keeps an activation ledger.
+
+Every call appends ``actor node generation start end`` (wall clock) to this node's
+ledger file (``RIVET_LEDGER_DIR``), outside the fenced database writes: a second
+activation of one actor would show as call intervals of two (node, generation)
+pairs that overlap, whether or not its writes were refused.
+"""
+
+import os
+import time
+
+from rivet_django import Actor, action, event
+
+
+def _ledger(actor_id: str, node: str, generation: int, start: float, end: float) -> None:
+    folder = os.environ.get("RIVET_LEDGER_DIR")
+    if folder:
+        with open(os.path.join(folder, f"{os.getpid()}.ledger"), "a") as out:
+            out.write(f"{actor_id} {node} {generation} {start:.6f} {end:.6f}\n")
+
+
+class Ledger(Actor):
+    state = {"count": 0}
+    events = {"counted": event()}
+
+    def _where(self) -> tuple[str, int]:
+        inst = self._rivet
+        return inst.runtime.node_id, inst.generation
+
+    @action
+    def increment(self, amount: int = 1) -> dict:
+        start = time.time()
+        self.state["count"] += amount
+        self.broadcast("counted", self.state["count"])
+        node, generation = self._where()
+        _ledger(self.id, node, generation, start, time.time())
+        return {"count": self.state["count"], "node": node}
+
+    @action
+    def info(self) -> dict:
+        start = time.time()
+        node, generation = self._where()
+        _ledger(self.id, node, generation, start, time.time())
+        return {"count": self.state["count"], "node": node, "generation": generation}

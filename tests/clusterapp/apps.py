@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ClusterAppConfig(AppConfig):
+    name = "tests.clusterapp"
+    label = "clusterapp"

@@ -1,0 +1,25 @@
+"""Settings of one node of a test cluster (tests/cluster.py): the test apps on a shared
+PostgreSQL database (``RIVET_CLUSTER_DB``), with a short lease (``RIVET_LEASE_SECONDS``)."""
+
+import os
+
+from tests.settings_live import *  # noqa: F403
+from tests.settings_live import INSTALLED_APPS
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.clusterapp"]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": os.environ["RIVET_CLUSTER_DB"],
+        "USER": os.environ.get("PGUSER", "postgres"),
+        "HOST": "127.0.0.1",
+        "PORT": "5432",
+    }
+}
+
+RIVET = {
+    "LEASE_SECONDS": float(os.environ.get("RIVET_LEASE_SECONDS", "30")),
+    "PLACEMENT": os.environ.get("RIVET_PLACEMENT", "local"),
+    "SHUTDOWN_TIMEOUT": 5.0,
+}

@@ -1,0 +1,262 @@
+"""Several ``runactors`` nodes on one PostgreSQL database: one actor system.
+
+Real processes on real ports (tests/cluster.py): calls entering any node reach the
+single activation of their actor, connections on one node get the broadcasts of
+an actor on another, queue waits and actor-to-actor calls cross nodes, processes
+that are not nodes forward, and kill -9 / SIGSTOP of a node loses no
+acknowledged call and never runs an actor twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import statistics
+import threading
+import time
+from collections import Counter as Tally
+
+import httpx
+import pytest
+
+from rivet_django.client import AsyncClient
+from tests.cluster import Cluster, postgres_available
+
+pytestmark = [
+    pytest.mark.skipif(
+        not os.environ.get("CI") and not postgres_available(), reason="PostgreSQL is not running on 127.0.0.1:5432"
+    ),
+    pytest.mark.timeout(300),
+]
+
+
+def _call(endpoint: str, key: str, action: str = "increment", args: list | None = None, timeout: float = 20.0) -> dict:
+    response = httpx.post(
+        f"{endpoint}/gateway/ledger/action/{action}",
+        params={"rvt-method": "getOrCreate", "rvt-key": key},
+        json={"args": args if args is not None else ([1] if action == "increment" else [])},
+        timeout=timeout,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["output"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with Cluster(3, lease_seconds=30.0) as running:
+        yield running
+
+
+def test_calls_entering_every_node_reach_one_activation(cluster):
+    endpoints = cluster.endpoints()
+    assert len(endpoints) == 3
+    served_by: dict[str, set[str]] = {}
+    for round_ in range(4):
+        for i in range(6):
+            key = f"same-{i}"
+            out = _call(endpoints[(i + round_) % 3], key)
+            served_by.setdefault(key, set()).add(out["node"])
+            assert out["count"] == round_ + 1
+    # Each actor ran on exactly one node, whichever node the call entered.
+    assert all(len(nodes) == 1 for nodes in served_by.values()), served_by
+    # Placement "local": the actors woke where their first call entered (all three nodes).
+    assert {next(iter(n)) for n in served_by.values()} == {"n1", "n2", "n3"}
+    assert cluster.overlapping_activations() == []
+
+
+def test_connections_on_every_node_receive_broadcasts_in_order(cluster):
+    async def main() -> None:
+        clients = [AsyncClient(endpoint) for endpoint in cluster.endpoints()]
+        try:
+            received: list[list[int]] = [[], [], []]
+            conns = []
+            for i, client in enumerate(clients):
+                conn = client.ledger.get_or_create(["broadcast"]).connect()
+                conn.on("counted", received[i].append)
+                conns.append(conn)
+            for conn in conns:
+                await conn.info()  # connected and subscribed
+            # Actions over each node's connection, each broadcast to all three.
+            for n in range(9):
+                await conns[n % 3].increment(1)
+            deadline = time.monotonic() + 10
+            while any(len(r) < 9 for r in received) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert received == [list(range(1, 10))] * 3
+            nodes = {(await conn.info())["node"] for conn in conns}
+            assert len(nodes) == 1
+            for conn in conns:
+                await conn.dispose()
+        finally:
+            for client in clients:
+                await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_queue_wait_and_actor_to_actor_calls_cross_nodes(cluster):
+    first, _, third = cluster.endpoints()
+
+    async def main() -> None:
+        async with AsyncClient(first) as a, AsyncClient(third) as c:
+            # The worker wakes on n1; a waiting send entering n3 is answered from n1.
+            assert (await a.worker.get_or_create(["q"]).status())["wakes"] == 1
+            reply = await c.worker.get_or_create(["q"]).queue.send("jobs", {"n": 1, "reply": "pong"}, wait=True, timeout=10)
+            assert reply["status"] == "completed"
+            assert reply["response"] == {"reply": "pong", "done": 1}
+            # Counters woken on n3; a fan-out running on n1 calls them through the gateway.
+            for i in range(3):
+                await c.counter.get_or_create([f"fan-{i}"]).increment(0)
+            assert await a.fanOut.get_or_create(["f"]).fan(3) == 1 + 2 + 3
+
+    asyncio.run(main())
+
+
+def test_processes_that_are_not_nodes_forward_and_host_nothing(cluster):
+    code = (
+        "from rivet_django.client import Client\n"
+        "c = Client.local()\n"
+        "print('out', c.ledger.get_or_create(['shell']).increment(1)['count'])\n"
+        "print('out', Client.local().ledger.get_or_create(['shell']).increment(1)['count'])\n"
+        "from rivet_django.models import Node\n"
+        "print('nodes', sorted(Node.objects.values_list('id', flat=True)))\n"
+    )
+    done = cluster.manage("shell", "-c", code, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "out 1" in done.stdout and "out 2" in done.stdout, done.stdout + done.stderr
+    assert "nodes ['n1', 'n2', 'n3']" in done.stdout
+    assert "Traceback" not in done.stderr
+    info = _call(cluster.endpoints()[1], "shell", "info")
+    assert info["count"] == 2 and info["node"] in {"n1", "n2", "n3"}
+
+
+def test_kill_rounds_lose_no_acknowledged_call_and_never_run_an_actor_twice():
+    """Steady increments over 50 actors entering random nodes; kill -9 a random node
+    each round (restarted under its id on a new port)."""
+    rounds, actors = 10, 50
+    with Cluster(3, lease_seconds=3.0) as cluster:
+        acked: Tally[str] = Tally()
+        tried: Tally[str] = Tally()
+        last_node: dict[str, tuple[float, str]] = {}
+        successes: list[tuple[float, str]] = []
+        lock = threading.Lock()
+        stop = threading.Event()
+        endpoints = list(cluster.endpoints())
+
+        def load() -> None:
+            with httpx.Client(timeout=15) as http:
+                while not stop.is_set():
+                    key = f"k{random.randrange(actors)}"
+                    endpoint = random.choice(endpoints)
+                    with lock:
+                        tried[key] += 1
+                    try:
+                        response = http.post(
+                            f"{endpoint}/gateway/ledger/action/increment",
+                            params={"rvt-method": "getOrCreate", "rvt-key": key},
+                            json={"args": [1]},
+                        )
+                    except httpx.HTTPError:
+                        continue
+                    if response.status_code == 200:
+                        now = time.time()
+                        with lock:
+                            acked[key] += 1
+                            last_node[key] = (now, response.json()["output"]["node"])
+                            successes.append((now, key))
+
+        threads = [threading.Thread(target=load, daemon=True) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        failovers: list[float] = []
+        try:
+            time.sleep(2)
+            for _ in range(rounds):
+                victim = random.choice(cluster.nodes)
+                with lock:
+                    held = {key for key, (_, node) in last_node.items() if node == victim.node_id}
+                killed_at = time.time()
+                victim.kill()
+                endpoints[:] = [e for e in endpoints if e != victim.endpoint]
+                time.sleep(0.5)
+                victim.start()
+                endpoints.append(victim.endpoint)
+                deadline = time.monotonic() + 3 * cluster.lease_seconds + 10
+                while time.monotonic() < deadline:
+                    with lock:
+                        recovered = {k: t for t, k in successes if t > killed_at and k in held}
+                    if len(recovered) == len(held):
+                        break
+                    time.sleep(0.1)
+                with lock:
+                    recovered = {}
+                    for t, k in successes:
+                        if t > killed_at and k in held and k not in recovered:
+                            recovered[k] = t
+                assert set(recovered) == held, f"actors of {victim.node_id} never came back: {held - set(recovered)}"
+                failovers.extend(t - killed_at for t in recovered.values())
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
+        counts = {f"k{i}": _call(cluster.endpoints()[0], f"k{i}", "info")["count"] for i in range(actors)}
+        lost = {key: (counts[key], n) for key, n in acked.items() if counts[key] < n}
+        assert lost == {}, f"acknowledged increments lost: {lost}"
+        over = {key: (counts[key], tried[key]) for key in counts if counts[key] > tried[key]}
+        assert over == {}, f"more increments than calls: {over}"
+        assert sum(acked.values()) > 200
+        assert cluster.overlapping_activations() == []
+        if failovers:
+            print(
+                f"\nfailover after kill -9 (lease {cluster.lease_seconds}s): "
+                f"p50 {statistics.median(failovers):.2f}s max {max(failovers):.2f}s over {len(failovers)} actors, "
+                f"{sum(acked.values())} acknowledged increments"
+            )
+
+
+def test_a_paused_node_never_overwrites_the_new_owner():
+    with Cluster(2, lease_seconds=3.0) as cluster:
+        first, second = cluster.nodes
+        assert _call(first.endpoint, "paused")["node"] == "n1"
+        cluster.pause(first)
+        try:
+            # Once n1's heartbeat is older than a lease, n2 no longer forwards to it: it
+            # claims the actor as soon as n1's lease has run out.
+            time.sleep(cluster.lease_seconds + 0.5)
+            started = time.monotonic()
+            for expected in (2, 3, 4):
+                out = _call(second.endpoint, "paused", timeout=30)
+                assert out == {"count": expected, "node": "n2"}
+            assert time.monotonic() - started < cluster.lease_seconds / 3 + 3
+            # A call sent straight to the paused node waits in its socket...
+            stale: dict[str, object] = {}
+
+            def call_paused() -> None:
+                response = httpx.post(
+                    f"{first.endpoint}/gateway/ledger/action/increment",
+                    params={"rvt-method": "getOrCreate", "rvt-key": "paused"},
+                    json={"args": [100]},
+                    timeout=30,
+                )
+                stale["status"], stale["body"] = response.status_code, response.json()
+
+            caller = threading.Thread(target=call_paused)
+            caller.start()
+            time.sleep(0.5)
+        finally:
+            cluster.resume(first)
+        caller.join(timeout=40)
+        # ...and after SIGCONT it is forwarded to the owner or refused, never served from n1's old copy.
+        if stale["status"] == 200:
+            assert stale["body"]["output"] == {"count": 104, "node": "n2"}
+            expected_count = 104
+        else:
+            assert stale["status"] == 503, stale
+            expected_count = 4
+        info = _call(second.endpoint, "paused", "info")
+        assert info["count"] == expected_count and info["node"] == "n2"
+        # n1 lost its lease: the state never goes back to its copy.
+        time.sleep(cluster.lease_seconds / 3 + 1)
+        assert _call(first.endpoint, "paused", "info")["count"] == expected_count
+        assert cluster.overlapping_activations() == []
