@@ -47,6 +47,8 @@ DEFAULTS: dict[str, Any] = {
     # The URL other processes reach this node's actor API at (``http://10.0.0.5:8000/api/rivet``);
     # None: from runactors' --host/--port (a wildcard host becomes this machine's name).
     "NODE_ADDRESS": None,
+    # Authenticates the links between nodes; None: derived from SECRET_KEY.
+    "CLUSTER_SECRET": None,
     # Where an actor that no live node holds wakes up: "local" (the node the call
     # arrived on), "least_loaded", or the dotted path of a placement class.
     "PLACEMENT": "local",

@@ -37,10 +37,13 @@ def websocket_urlpatterns(prefix: str = "api/rivet/") -> list[Any]:
     """The actor gateway's WebSocket routes under ``prefix`` (all three gateway forms)."""
     from django.urls import re_path
 
+    from .cluster.link import LINK_ROUTE, serve_peer
     from .consumers import ActorConnectConsumer, RawWebSocketConsumer
 
     base = prefix.strip("/") + "/"
     return [
+        # Other nodes of the cluster (authenticated by the cluster token).
+        path(f"{base}{LINK_ROUTE}", serve_peer),  # type: ignore[arg-type]  # an ASGI app
         path(f"{base}gateway/<str:target>/connect", ActorConnectConsumer.as_asgi()),
         re_path(rf"^{base}gateway/(?P<target>[^/]+)/websocket(?:/(?P<path>.*))?$", RawWebSocketConsumer.as_asgi()),
         # Header form: subprotocols rivet_target.actor + rivet_actor.{id}.

@@ -50,9 +50,10 @@ def forwarder(request: HttpRequest) -> Callable[[Peer, str | None, int], Awaitab
             request.META.get("REMOTE_ADDR"),
         )
         response = HttpResponse(answer.content, status=answer.status_code)
-        for name, value in answer.headers.multi_items():
+        for name, value in answer.headers:
             if name.lower() not in _RESPONSE_HOP_HEADERS:
                 response[name] = value
+        response["x-rivet-forwarded"] = "1"
         return Forwarded(response)
 
     return forward

@@ -32,6 +32,7 @@ from websockets.typing import Subprotocol
 from ..client.errors import HttpRequestError
 from ..client.transport import HttpTransport
 from ..gateway import strip_rvt_params
+from .link import PeerResponse
 
 __all__ = ["HOPS_HEADER", "Peer", "PeerUnreachable", "Peers", "Relay", "api_base", "forwarded_route", "unreachable"]
 
@@ -95,17 +96,51 @@ def forwarded_route(path: str, query: Iterable[tuple[str, str]], actor_id: str |
     return route + ("?" + query_string if query_string else "")
 
 
+#: Bodies larger than this go over plain HTTP rather than the link (a node's WebSocket
+#: frames are capped at ``MAX_OUTGOING_MESSAGE_SIZE``).
+_LINK_MAX_BODY = 512 * 1024
+
+
+class _LinkTransport(httpx.AsyncBaseTransport):
+    """httpx over the peer link: the client transport's structured calls take the same path."""
+
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = await request.aread()
+        route = request.url.raw_path.decode("ascii")
+        route = route[len(self.peer.link.path) + 1 :] if route.startswith(self.peer.link.path) else route.lstrip("/")
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw if k.lower() != b"host"]
+        answer = await self.peer.send(request.method, route, headers, body)
+        return httpx.Response(answer.status_code, headers=answer.headers, content=answer.content, request=request)
+
+
 class Peer:
     """Another node's actor API at ``address`` (``http://host:port/api/rivet``)."""
 
     def __init__(self, address: str) -> None:
+        from .link import PeerLink
+
         self.address = address.rstrip("/")
+        self.link = PeerLink(self.address)
         self.http = httpx.AsyncClient(
             timeout=_TIMEOUT,
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
             headers={"user-agent": "rivet_django-peer"},
         )
+        self._linked_http = httpx.AsyncClient(timeout=_TIMEOUT, transport=_LinkTransport(self))
         self._transports: dict[int, HttpTransport] = {}
+
+    async def send(self, method: str, route: str, headers: list[tuple[str, str]], body: bytes) -> PeerResponse:
+        """One request to the peer: over the link, or plain HTTP for a large body."""
+        if len(body) <= _LINK_MAX_BODY:
+            return await self.link.request(method, route, headers, body)
+        try:
+            answer = await self.http.request(method, f"{self.address}/{route}", headers=headers, content=body)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise PeerUnreachable(f"{self.address}: {exc!r}") from exc
+        return PeerResponse(answer.status_code, list(answer.headers.multi_items()), answer.content)
 
     def transport(self, hops: int, namespace: str) -> HttpTransport:
         """A client transport to this peer (structured calls of the local client)."""
@@ -113,22 +148,19 @@ class Peer:
         transport = self._transports.get(key)
         if transport is None:
             transport = self._transports[key] = HttpTransport(
-                self.address, namespace, encoding="cbor", headers={HOPS_HEADER: str(hops)}, http_client=self.http
+                self.address, namespace, encoding="cbor", headers={HOPS_HEADER: str(hops)}, http_client=self._linked_http
             )
         return transport
 
     async def forward_http(
         self, method: str, route: str, headers: Iterable[tuple[str, str]], body: bytes, hops: int, client: str | None
-    ) -> httpx.Response:
+    ) -> PeerResponse:
         """Send a request on; the peer's answer, whatever its status."""
         out = [(k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP]
         out.append((HOPS_HEADER, str(hops)))
         if client:
             out.append(("x-forwarded-for", client))
-        try:
-            return await self.http.request(method, f"{self.address}/{route}", headers=out, content=body)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise PeerUnreachable(f"{self.address}: {exc!r}") from exc
+        return await self.send(method, route, out, body)
 
     async def relay(self, route: str, subprotocols: Sequence[str], headers: Mapping[str, str], hops: int) -> Relay:
         """Open the upstream half of a relayed WebSocket."""
