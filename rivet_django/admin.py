@@ -69,7 +69,7 @@ class ActorKVInline(admin.TabularInline):  # type: ignore[type-arg]
 
 @admin.register(Actor)
 class ActorAdmin(ReadOnlyAdmin):
-    list_display = ("name", "key", "namespace", "status", "node", "last_active_at", "state_bytes", "id")
+    list_display = ("name", "key", "namespace", "status_now", "node", "last_active_at", "state_bytes", "id")
     list_filter = ("status", "name", "namespace")
     search_fields = ("name", "key", "id")
     ordering = ("-last_active_at",)
@@ -79,6 +79,15 @@ class ActorAdmin(ReadOnlyAdmin):
     )
     fields = readonly_fields
     inlines = [ActorKVInline]
+
+    @admin.display(description="status", ordering="status")
+    def status_now(self, obj: Actor) -> str:
+        """Awake only while a node's lease on it lasts (a dead node's actors are not awake)."""
+        from django.utils import timezone
+
+        if obj.status == "awake" and (obj.lease_expires_at is None or obj.lease_expires_at < timezone.now()):
+            return "asleep (its node stopped renewing)"
+        return str(obj.get_status_display())
 
     @admin.display(description="state size", ordering="state")
     def state_bytes(self, obj: Actor) -> int:
@@ -95,4 +104,16 @@ class ActorAdmin(ReadOnlyAdmin):
 
 @admin.register(Node)
 class NodeAdmin(ReadOnlyAdmin):
-    list_display = ("id", "address", "version", "started_at", "heartbeat_at")
+    list_display = ("id", "address", "live", "version", "started_at", "heartbeat_at")
+
+    @admin.display(description="live", boolean=True)
+    def live(self, obj: Node) -> bool:
+        """Heartbeat younger than LEASE_SECONDS (``manage.py rivet_nodes`` shows the same)."""
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from .conf import rivet_settings
+
+        lease = timedelta(seconds=float(rivet_settings.LEASE_SECONDS))
+        return bool(obj.heartbeat_at and timezone.now() - obj.heartbeat_at <= lease)

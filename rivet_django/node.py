@@ -8,6 +8,7 @@ event loop that first asks for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from typing import Any
@@ -19,6 +20,9 @@ from .runtime.host import ActorRuntime
 from .runtime.router import ActorRouter
 
 __all__ = ["LocalNode", "default_node_id", "get_node", "set_node", "started_node"]
+
+#: Seconds a dead node's row stays (``rivet_nodes`` shows it as dead) before a starting node prunes it.
+NODE_ROWS_KEPT = 3600.0
 
 
 def default_node_id(port: int | None = None) -> str:
@@ -70,6 +74,10 @@ class LocalNode:
                 if not self.runtime.started:
                     self.loop = self.gateway.loop = asyncio.get_running_loop()
                     await self.runtime.start()
+                    if self.serving:
+                        # Rows of nodes silent for an hour are litter of dead processes.
+                        with contextlib.suppress(Exception):
+                            await self.store.prune_nodes(older_than=NODE_ROWS_KEPT)
         return self
 
     async def stop(self, timeout: float | None = None) -> None:

@@ -260,3 +260,150 @@ def test_a_paused_node_never_overwrites_the_new_owner():
         time.sleep(cluster.lease_seconds / 3 + 1)
         assert _call(first.endpoint, "paused", "info")["count"] == expected_count
         assert cluster.overlapping_activations() == []
+
+
+def _js_driver(endpoint: str, key: str, seen: list[dict]):
+    """tests/js/failover.mjs with the official client connected to ``key`` through ``endpoint``."""
+    import json
+    import shutil
+    import subprocess
+
+    from tests.server import REPO
+
+    node_bin = shutil.which("node")
+    if node_bin is None or not (REPO / "tests" / "js" / "node_modules" / "rivetkit").exists():
+        if os.environ.get("CI"):
+            pytest.fail("node and tests/js/node_modules are needed")
+        pytest.skip("the official JS client is not installed (cd tests/js && npm ci)")
+    proc = subprocess.Popen(
+        [node_bin, "tests/js/failover.mjs"],
+        cwd=REPO, env={**os.environ, "RIVET_ENDPOINT": endpoint, "KEY": key},
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+    def read() -> None:
+        for line in proc.stdout:
+            if line.startswith("{"):
+                seen.append(json.loads(line))
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + 20
+    while not any(item.get("open") for item in seen) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(item.get("open") for item in seen), seen
+    return proc
+
+
+def _end_js_driver(proc) -> None:
+    import subprocess
+
+    proc.stdin.close()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_sigterm_hands_actors_and_connections_off_without_waiting_for_the_lease():
+    from tests.balancer import Balancer
+
+    with Cluster(2, lease_seconds=30.0) as cluster:
+        first, second = cluster.nodes
+        assert _call(first.endpoint, "handoff", "increment", [5])["node"] == "n1"
+        balancer = Balancer([("127.0.0.1", first.port)]).start()
+        seen: list[dict] = []
+        try:
+            proc = _js_driver(f"http://127.0.0.1:{balancer.port}/api/rivet", "handoff", seen)
+            balancer.backends = [("127.0.0.1", second.port)]  # the load balancer's view once n1 stops
+            stopped_at = time.time()
+            assert first.stop(timeout=30) == 0
+            # The actor's final state was written and its lease released: n2 serves it at once.
+            out = _call(second.endpoint, "handoff", timeout=10)
+            assert out == {"count": 6, "node": "n2"}
+            took = time.time() - stopped_at
+            # The client got 1011 actor.stopping, reconnected through n2 and hears events again.
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                _call(second.endpoint, "handoff", timeout=10)
+                if any("event" in item and item["t"] / 1000 > stopped_at for item in seen):
+                    break
+                time.sleep(0.2)
+            _end_js_driver(proc)
+        finally:
+            balancer.stop()
+        reopened = [item for item in seen if item.get("open") and item["t"] / 1000 > stopped_at]
+        events = [item for item in seen if "event" in item and item["t"] / 1000 > stopped_at]
+        assert reopened and events, seen
+        back = events[0]["t"] / 1000 - stopped_at
+        print(f"\ngraceful handoff: served by n2 {took:.2f}s after SIGTERM; the official client heard events again after {back:.2f}s")
+        assert took < 10 and back < 15  # never a 30 s lease
+
+
+def test_official_client_connections_survive_the_death_of_their_node():
+    """RivetKit's own client, connected through a load balancer: kill -9 the node that
+    holds its actor; it reconnects through a surviving node, resubscribes and gets
+    events again once the actor is placed there."""
+    from tests.balancer import Balancer
+
+    with Cluster(3, lease_seconds=3.0) as cluster:
+        balancer = Balancer([("127.0.0.1", node.port) for node in cluster.nodes]).start()
+        endpoint = f"http://127.0.0.1:{balancer.port}/api/rivet"
+        seen: list[dict] = []
+        proc = _js_driver(endpoint, "js-failover", seen)
+        acked: list[tuple[float, int]] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            with httpx.Client(timeout=20) as http:
+                while not stop.is_set():
+                    try:
+                        r = http.post(
+                            f"{endpoint}/gateway/ledger/action/increment",
+                            params={"rvt-method": "getOrCreate", "rvt-key": "js-failover"},
+                            json={"args": [1]},
+                        )
+                        if r.status_code == 200:
+                            acked.append((time.time(), r.json()["output"]["count"]))
+                    except httpx.HTTPError:
+                        pass
+                    time.sleep(0.1)
+
+        try:
+            loader = threading.Thread(target=load, daemon=True)
+            loader.start()
+            time.sleep(1.0)
+            assert any("event" in item for item in seen), seen
+            owner_id = _call(cluster.endpoints()[0], "js-failover", "info")["node"]
+            owner = next(node for node in cluster.nodes if node.node_id == owner_id)
+            killed_at = time.time()
+            owner.kill()
+            balancer.backends = [("127.0.0.1", node.port) for node in cluster.nodes if node is not owner]
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if any("event" in item and item["t"] / 1000 > killed_at + 0.2 for item in seen):
+                    break
+                time.sleep(0.05)
+            time.sleep(1.0)
+            stop.set()
+            loader.join(timeout=30)
+        finally:
+            stop.set()
+            balancer.stop()
+            _end_js_driver(proc)
+        after = [item for item in seen if item["t"] / 1000 > killed_at]
+        reopened = [item for item in after if item.get("open")]
+        assert reopened, f"the client never reconnected: {after}"
+        events_after = [item for item in after if "event" in item]
+        assert events_after, f"no event after the kill: {after}"
+        received = {item["event"] for item in seen if "event" in item}
+        missed = sorted({count for _, count in acked} - received)
+        back = events_after[0]["t"] / 1000 - killed_at
+        print(
+            f"\nofficial client: reconnected {reopened[0]['t'] / 1000 - killed_at:.2f}s and got events again "
+            f"{back:.2f}s after kill -9 of {owner_id} (lease {cluster.lease_seconds}s); "
+            f"{len(missed)} of {len(acked)} acknowledged increments' events missed"
+        )
+        assert back < cluster.lease_seconds * 2 + 10
+        # Events missed only while the actor moved: every event after the reconnect arrives.
+        late = [count for t, count in acked if t > events_after[0]["t"] / 1000 + 0.5]
+        assert not set(late) - received

@@ -243,3 +243,94 @@ def test_shells_using_the_local_client_exit_cleanly_and_release_their_actors(tmp
         assert f"count {expected}" in done.stdout
         assert "Traceback" not in done.stderr + done.stdout, done.stderr
         assert time.monotonic() - started < 20  # not waiting for a lease to expire
+
+
+def _serve(args: list[str], env: dict[str, str], port: int, log_path: str, timeout: float = 30.0):
+    """Start a web server process of the site and wait until its port answers."""
+    import socket
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{args} exited with {proc.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{args} did not listen on {port}")
+
+
+def test_the_sites_other_processes_reach_the_actors_runactors_hosts(tmp_path):
+    """README's demo running (``runactors``, SQLite, in-memory channel layer): a shell,
+    ``runserver`` (views and the actor API) and a WSGI server all reach its actors;
+    the actor runs once, in runactors, and none of them registers as a node."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.server import free_port
+
+    with LiveServer(str(tmp_path / "db.sqlite3"), node_id="site-node") as live:
+        code = (
+            "from rivet_django.client import Client; "
+            "print('count', Client.local().counter.get_or_create(['shared']).increment(1))"
+        )
+        done = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", code],
+            cwd=REPO, env=live.env, capture_output=True, text=True, timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "count 1" in done.stdout
+        assert "Traceback" not in done.stderr
+
+        procs = []
+        try:
+            rs_port, wsgi_port = free_port(), free_port()
+            procs.append(_serve(["manage.py", "runserver", str(rs_port), "--noreload"], live.env, rs_port, live.log_path))
+            wsgi = (
+                "from wsgiref.simple_server import make_server; import demo_project.wsgi as w; "
+                f"make_server('127.0.0.1', {wsgi_port}, w.application).serve_forever()"
+            )
+            env = {**live.env, "PYTHONPATH": str(REPO / "demo_project")}
+            procs.append(_serve(["-c", wsgi], env, wsgi_port, live.log_path))
+            with httpx.Client(timeout=30) as http:
+                # runserver: an async view, a sync view, and the actor API itself.
+                r = http.post(f"http://127.0.0.1:{rs_port}/counter/shared/increment")
+                assert r.json() == {"key": "shared", "count": 2}, r.text
+                assert http.get(f"http://127.0.0.1:{rs_port}/counter/shared/").json()["count"] == 2
+                r = http.post(
+                    f"http://127.0.0.1:{rs_port}/api/rivet/gateway/counter/action/increment",
+                    params={"rvt-method": "getOrCreate", "rvt-key": "shared"},
+                    json={"args": [1]},
+                )
+                assert r.status_code == 200 and r.json() == {"output": 3}, r.text
+                # A sync view under a WSGI server.
+                assert http.get(f"http://127.0.0.1:{wsgi_port}/counter/shared/").json()["count"] == 3
+                # runactors itself agrees: one actor, one count.
+                r = http.post(
+                    f"{live.endpoint}/gateway/counter/action/getCount",
+                    params={"rvt-method": "get", "rvt-key": "shared"},
+                    json={"args": []},
+                )
+                assert r.json() == {"output": 3}
+        finally:
+            for proc in procs:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        nodes = subprocess.run(
+            [sys.executable, "manage.py", "rivet_nodes", "--json"],
+            cwd=REPO, env=live.env, capture_output=True, text=True, timeout=60,
+        )
+        import json
+
+        table = json.loads(nodes.stdout)["nodes"]
+        assert [row["id"] for row in table] == ["site-node"], table
+        assert table[0]["live"] and table[0]["actors"] >= 1

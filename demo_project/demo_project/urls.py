@@ -5,4 +5,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/rivet/", include("rivet_django.urls")),
     path("chat/", include("chat.urls")),
+    path("counter/", include("counter.urls")),
 ]

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..storage.store import DjangoActorStore, NodeInfo
 
-__all__ = ["NodeDirectory"]
+__all__ = ["NodeDirectory", "node_table"]
 
 #: How long a read of the table is reused (seconds).
 CACHE_SECONDS = 1.0
@@ -55,3 +55,46 @@ class NodeDirectory:
     def invalidate(self) -> None:
         """Read the table again on the next ask (a peer did not answer)."""
         self._read_at = float("-inf")
+
+
+def node_table() -> list[dict[str, Any]]:
+    """Every ``Node`` row with its health (synchronous ORM; for ``rivet_nodes`` and the admin).
+
+    ``live``: heartbeat younger than ``LEASE_SECONDS``. ``actors``: live leases it holds;
+    ``expired``: actors still marked as its own whose lease ran out (it died holding them;
+    the next call places them elsewhere).
+    """
+    from datetime import timedelta
+
+    from django.db.models import Count, Q
+    from django.utils import timezone
+
+    from ..conf import rivet_settings
+    from ..models import Actor, Node
+
+    now = timezone.now()
+    lease = timedelta(seconds=float(rivet_settings.LEASE_SECONDS))
+    held = {
+        row["node"]: row
+        for row in Actor.objects.filter(node__isnull=False)
+        .values("node")
+        .annotate(live=Count("id", filter=Q(lease_expires_at__gte=now)), expired=Count("id", filter=Q(lease_expires_at__lt=now)))
+    }
+    table = []
+    for node in Node.objects.order_by("id"):
+        counts: dict[str, Any] = dict(held.get(node.id) or {})
+        table.append(
+            {
+                "id": node.id,
+                "address": node.address,
+                "version": node.version,
+                "started_at": node.started_at.isoformat() if node.started_at else None,
+                "heartbeat_at": node.heartbeat_at.isoformat() if node.heartbeat_at else None,
+                "heartbeat_age": round((now - node.heartbeat_at).total_seconds(), 1) if node.heartbeat_at else None,
+                "live": bool(node.heartbeat_at and now - node.heartbeat_at <= lease),
+                "serving": bool(node.address),
+                "actors": counts.get("live", 0),
+                "expired": counts.get("expired", 0),
+            }
+        )
+    return table

@@ -71,6 +71,7 @@ class Command(BaseCommand):
             logger.exception("The actor runtime failed to start")
             self.exit_code = 1
             return False
+        self.cluster_line = await self._cluster_line()
         self._banner()
         # Everything loaded so far (Django, the apps, the URLconf) lives as long as the
         # process: keep it out of the collector's way, or each full collection walks
@@ -212,6 +213,17 @@ class Command(BaseCommand):
         if not server.started:
             self.exit_code = 1
 
+    async def _cluster_line(self) -> str:
+        """The live nodes this node sees (from the ``Node`` table)."""
+        try:
+            nodes = await self.node.store.live_nodes(float(self.node.runtime.config.lease_seconds))
+        except Exception:
+            return "(could not read the node table)"
+        others = sorted(n.node_id for n in nodes if n.node_id != self.node_id and n.address)
+        if not others:
+            return "this node only (more nodes on the same database join it)"
+        return f"{len(others) + 1} live nodes: {self.node_id} (this one), {', '.join(others)}"
+
     def _banner(self) -> None:
         """What this node serves: URLs, database, channel layer, scheduler, actors."""
         from ...conf import rivet_settings
@@ -222,6 +234,8 @@ class Command(BaseCommand):
         durabilities = sorted({d.options.durability for d in actors}) or ["commit"]
         lines = [
             f"rivet_django runactors: node {self.node_id}",
+            f"  Address:    {self.address} (other processes forward here)",
+            f"  Cluster:    {self.cluster_line}",
             f"  API:        {base}{self.prefix}",
             f"  API docs:   {base}{self.prefix}/docs",
             f"  Admin:      {base}/admin/",
