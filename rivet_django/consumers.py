@@ -38,6 +38,7 @@ from .exceptions import (
 from .gateway import GatewayTarget, parse_conn_params, parse_gateway_target, strip_rvt_params
 from .origins import origin_allowed
 from .runtime.conn import Conn, OutgoingEvent
+from .users import CallerMixin, parse_cookies
 
 __all__ = ["ActorConnectConsumer", "ConnectRequest", "RawWebSocket", "RawWebSocketConsumer"]
 
@@ -54,8 +55,9 @@ MAX_QUEUED_FRAMES = 100_000
 CLOSE_ERROR = 1011
 
 
-class ConnectRequest:
-    """``self.request`` in connect hooks of a WebSocket: path, query and headers of the upgrade."""
+class ConnectRequest(CallerMixin):
+    """``self.request`` in connect hooks of a WebSocket: path, query, headers and cookies
+    of the upgrade; ``session``, ``user`` and ``await auser()`` from its session cookie."""
 
     def __init__(self, scope: dict[str, Any], path: str | None = None) -> None:
         self.scope = scope
@@ -65,6 +67,7 @@ class ConnectRequest:
         self.query_string = strip_rvt_params(parse_qsl(raw_query, keep_blank_values=True))
         self.GET = QueryDict(self.query_string)
         self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        self.COOKIES = parse_cookies(self.headers.get("cookie"))
         self.client = scope.get("client")
 
     def __repr__(self) -> str:

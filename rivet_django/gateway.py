@@ -37,8 +37,9 @@ class GatewayTarget:
     input: Any = None
     token: str | None = None
 
-    async def resolve(self, router: Any) -> str:
-        """The actor id, creating the actor for ``getOrCreate``."""
+    async def resolve(self, router: Any, *, wake: bool = True) -> str:
+        """The actor id, creating the actor for ``getOrCreate`` (and waking it here, unless
+        ``wake`` is false: the gateway then wakes it where placement puts it)."""
         return str(
             await router.resolve(
                 namespace=self.namespace,
@@ -47,6 +48,7 @@ class GatewayTarget:
                 key=self.key,
                 actor_id=self.actor_id,
                 input=self.input,
+                wake=wake,
             )
         )
 

@@ -19,7 +19,7 @@ from .runtime.config import Clock, RuntimeConfig
 from .runtime.host import ActorRuntime
 from .runtime.router import ActorRouter
 
-__all__ = ["LocalNode", "default_node_id", "get_node", "set_node", "started_node"]
+__all__ = ["LocalNode", "default_node_id", "get_node", "own_node_id", "server_loop", "set_node", "started_node"]
 
 #: Seconds a dead node's row stays (``rivet_nodes`` shows it as dead) before a starting node prunes it.
 NODE_ROWS_KEPT = 3600.0
@@ -112,5 +112,41 @@ async def started_node() -> LocalNode:
     loop = asyncio.get_running_loop()
     node = _node
     if node is None or (node.loop is not None and (node.loop is not loop or node.loop.is_closed())):
-        node = _node = LocalNode()
+        node_id, address = _runserver_identity()
+        node = _node = LocalNode(node_id=node_id, address=address)
     return await node.start()
+
+
+def _runserver_identity() -> tuple[str | None, str]:
+    """Under ``manage.py runserver`` (hosting because no node runs): a node id that
+    survives autoreloads (the restarted process takes its leases back at once) and the
+    address it serves the actor API at, so other processes forward to it."""
+    import sys
+
+    argv = sys.argv
+    if len(argv) < 2 or argv[1] != "runserver" or rivet_settings.NODE_ID:
+        return None, ""
+    addrport = next((a for a in argv[2:] if not a.startswith("-")), "8000")
+    host, _, port = addrport.rpartition(":")
+    host = (host or "127.0.0.1").strip("[]")
+    if host in ("0", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    from .cluster.peers import api_base
+
+    return f"{socket.gethostname()}:runserver:{port}", f"http://{host}:{port}{api_base().rstrip('/')}"
+
+
+def server_loop() -> asyncio.AbstractEventLoop | None:
+    """Under ``manage.py runserver`` (daphne), the server's running event loop: this
+    process's node lives there, so the actor API and ``Client.local()`` share it."""
+    if _runserver_identity()[0] is None or "twisted.internet.reactor" not in __import__("sys").modules:
+        return None
+    from twisted.internet import reactor
+
+    loop = getattr(reactor, "_asyncioEventloop", None)
+    return loop if loop is not None and loop.is_running() else None
+
+
+def own_node_id() -> str | None:
+    """The id this process takes if it hosts actors and it is stable (runserver), else None."""
+    return _runserver_identity()[0]

@@ -19,13 +19,14 @@ import re
 from typing import Any
 
 from django.core.exceptions import RequestAborted
-from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.handlers.asgi import ASGIHandler, ASGIRequest, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpResponse
 from django.urls import include, path, set_script_prefix
 
 from .headers import header
 from .origins import cors_origin
+from .users import CallerMixin
 
 __all__ = ["ActorHTTPHandler", "application", "websocket_urlpatterns"]
 
@@ -68,8 +69,15 @@ class _ActorURLConf:
         self.urlpatterns = [path(prefix.strip("/") + "/", include((ordered, app_name), namespace=app_name))]
 
 
+class ActorRequest(CallerMixin, ASGIRequest):  # type: ignore[override]
+    """A request to the actor API: ``session``, ``user`` and ``auser()`` on first use
+    (:mod:`rivet_django.users`), as the session and auth middleware would set them."""
+
+
 class ActorHTTPHandler(ASGIHandler):
     """Django's ASGI handler for the actor API: no middleware, no request signals."""
+
+    request_class = ActorRequest
 
     def __init__(self, prefix: str = "api/rivet/") -> None:
         super().__init__()

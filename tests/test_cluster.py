@@ -407,3 +407,13 @@ def test_official_client_connections_survive_the_death_of_their_node():
         # Events missed only while the actor moved: every event after the reconnect arrives.
         late = [count for t, count in acked if t > events_after[0]["t"] / 1000 + 0.5]
         assert not set(late) - received
+
+
+def test_least_loaded_placement_spreads_new_actors_over_the_nodes():
+    with Cluster(2, lease_seconds=30.0, env={"RIVET_PLACEMENT": "least_loaded"}) as cluster:
+        first = cluster.nodes[0]
+        placed = Tally(_call(first.endpoint, f"spread-{i}")["node"] for i in range(8))
+        assert set(placed) == {"n1", "n2"} and abs(placed["n1"] - placed["n2"]) <= 2, placed
+        # Once placed, an actor stays where it is, whichever node the call enters.
+        again = Tally(_call(cluster.nodes[i % 2].endpoint, f"spread-{i}")["node"] for i in range(8))
+        assert again == placed

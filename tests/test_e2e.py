@@ -334,3 +334,110 @@ def test_the_sites_other_processes_reach_the_actors_runactors_hosts(tmp_path):
         table = json.loads(nodes.stdout)["nodes"]
         assert [row["id"] for row in table] == ["site-node"], table
         assert table[0]["live"] and table[0]["actors"] >= 1
+
+
+def test_runactors_reload_restarts_on_code_changes_and_hands_actors_off(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    import httpx
+
+    from tests.server import free_port
+
+    live = LiveServer(str(tmp_path / "db.sqlite3"), settings="tests.settings_live")
+    live.migrate()
+    port = free_port()
+    log_path = str(tmp_path / "reload.log")
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "runactors", "--reload", "--port", str(port), "--node-id", "reload-node"],
+        cwd=REPO, env=live.env, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
+    )
+    endpoint = f"http://127.0.0.1:{port}/api/rivet"
+
+    def wait_up(after_banners: int) -> None:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            text = open(log_path).read()
+            if text.count("Listening on") >= after_banners:
+                try:
+                    with urllib.request.urlopen(endpoint + "/metadata", timeout=1):
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        raise AssertionError(open(log_path).read()[-3000:])
+
+    def increment() -> int:
+        r = httpx.post(
+            f"{endpoint}/gateway/counter/action/increment",
+            params={"rvt-method": "getOrCreate", "rvt-key": "reloaded"}, json={"args": [1]}, timeout=20,
+        )
+        assert r.status_code == 200, r.text
+        return r.json()["output"]
+
+    try:
+        wait_up(1)
+        assert increment() == 1
+        os.utime(REPO / "tests" / "testapp" / "actors.py")  # "edit" an actors module
+        wait_up(2)
+        started = time.monotonic()
+        assert increment() == 2  # the final state was written and the lease released
+        assert time.monotonic() - started < 10
+        text = open(log_path).read()
+        assert "changed: handing the actors off and restarting" in text
+        assert "Stopped." in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=40) == 0
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+
+
+def test_runserver_alone_hosts_under_a_stable_id_so_a_restart_takes_its_actors_back(tmp_path):
+    """No runactors: runserver hosts the actors itself, as node ``<host>:runserver:<port>``
+    with its address; an autoreload (here: kill -9 and start again) takes the leases back
+    at once, and a shell forwards to it."""
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.server import free_port
+
+    live = LiveServer(str(tmp_path / "db.sqlite3"))
+    live.migrate()
+    port = free_port()
+    log_path = str(tmp_path / "runserver.log")
+
+    def increment() -> int:
+        r = httpx.post(f"http://127.0.0.1:{port}/counter/alone/increment", timeout=20)
+        assert r.status_code == 200, r.text
+        return r.json()["count"]
+
+    proc = _serve(["manage.py", "runserver", str(port), "--noreload"], live.env, port, log_path)
+    try:
+        assert increment() == 1
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        proc = _serve(["manage.py", "runserver", str(port), "--noreload"], live.env, port, log_path)
+        started = time.monotonic()
+        assert increment() == 2
+        assert time.monotonic() - started < 10  # not the 30 s lease of a new node id
+        code = "from rivet_django.client import Client; print('count', Client.local().counter.get_or_create(['alone']).increment(1))"
+        done = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", code],
+            cwd=REPO, env=live.env, capture_output=True, text=True, timeout=60,
+        )
+        assert "count 3" in done.stdout, done.stdout + done.stderr
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -140,6 +140,24 @@ def test_celery_worker_and_beat_dispatch_due_schedules_to_the_nodes(tmp_path):
             time.sleep(2.0)
             assert len(awake.fired()) == 1 and len(asleep.fired()) == 1
             assert time.monotonic() - started < 45
+
+            # A Celery task calling an actor (demo_project/counter/tasks.py): the worker is
+            # not a node; its Client.local() forwards to runactors, which runs the actor.
+            from celery import Celery
+
+            sender = Celery(broker=f"{REDIS}/0")
+            try:
+                for _ in range(3):
+                    sender.send_task("counter.tasks.increment_counter", args=["from-celery", 2], queue=prefix)
+            finally:
+                sender.close()
+            counter = client.counter.get_or_create(["from-celery"])
+            assert _wait(lambda: counter.getCount() == 6, 30), (
+                f"count {counter.getCount()}\nworker:\n{processes[0].log()}\nnode:\n{server.log()}"
+            )
+            with sqlite3.connect(db_path, timeout=5) as db:
+                nodes = [row[0] for row in db.execute("SELECT id FROM rivet_django_node")]
+            assert nodes == ["celery-node"]  # the worker hosted nothing
     finally:
         for process in processes:
             process.stop()

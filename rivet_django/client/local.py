@@ -452,12 +452,18 @@ def _copy_value(value: Any) -> Any:
 
 
 async def _current_node() -> LocalNode:
-    """This process's running node; started on a background loop thread if there is none."""
-    from ..node import get_node
+    """This process's running node; started on a background loop thread if there is none
+    (under ``runserver``: on the server's loop, where its actor API runs too)."""
+    from ..node import get_node, server_loop, started_node
 
     node = get_node()
     if node is not None and node.runtime.started and node.loop is not None and not node.loop.is_closed():
         return node
+    loop = server_loop()
+    if loop is not None:
+        if loop is asyncio.get_running_loop():
+            return await started_node()
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(started_node(), loop))
     with _background_lock:
         node = get_node()
         if node is not None and node.runtime.started and node.loop is not None and not node.loop.is_closed():

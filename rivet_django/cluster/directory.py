@@ -31,6 +31,9 @@ class NodeDirectory:
         self._nodes: dict[str, NodeInfo] = {}
         self._read_at = float("-inf")
         self._lock = asyncio.Lock()
+        #: Actors placed on each node since the last read (so placements between two
+        #: reads do not all pick the same "least loaded" node).
+        self._placed: dict[str, int] = {}
 
     async def live(self) -> dict[str, NodeInfo]:
         """Every live node by id, this one included."""
@@ -40,8 +43,23 @@ class NodeDirectory:
             if time.monotonic() - self._read_at >= CACHE_SECONDS:
                 nodes = await self.store.live_nodes(self.lease_seconds)
                 self._nodes = {info.node_id: info for info in nodes}
+                self._placed.clear()
                 self._read_at = time.monotonic()
         return self._nodes
+
+    async def loads(self) -> list[NodeInfo]:
+        """Live serving nodes (this one included) with their actor counts, placements
+        made here since the last read added."""
+        from dataclasses import replace
+
+        return [
+            replace(info, actors=info.actors + self._placed.get(info.node_id, 0))
+            for info in (await self.live()).values()
+            if info.address or info.node_id == self.self_id
+        ]
+
+    def placed(self, node_id: str) -> None:
+        self._placed[node_id] = self._placed.get(node_id, 0) + 1
 
     async def serving(self) -> list[NodeInfo]:
         """Live nodes other than this one that serve the actor API (a node to forward to)."""

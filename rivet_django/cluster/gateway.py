@@ -98,14 +98,16 @@ class Gateway:
         if self.node is None:
             return None, await self.forward_anywhere(remote, hops)
         router = self.node.router
-        actor_id = await target.resolve(router)
+        # A new actor is not woken by its creation: the operation wakes it where placement says.
+        wake = not self.placement.consults_nodes
+        actor_id = await target.resolve(router, wake=wake)
         try:
             return actor_id, await self.on_actor(actor_id, local, remote, hops=hops)
         except ActorGone:
             if target.method == "id":
                 raise
             router.forget(target.namespace, target.name or "", target.key)
-            actor_id = await target.resolve(router)
+            actor_id = await target.resolve(router, wake=wake)
             return actor_id, await self.on_actor(actor_id, local, remote, hops=hops)
 
     async def on_actor(self, actor_id: str, local: Local[T], remote: Remote[T], *, hops: int = 0) -> T:
@@ -159,10 +161,14 @@ class Gateway:
         owner = await self.directory.store.owner_of(actor_id)
         if owner is not None:
             return owner
-        return self.placement.choose(actor_id, self.node_id, await self.directory.serving())
+        chosen = self.placement.choose(actor_id, self.node_id, await self.directory.loads())
+        self.directory.placed(chosen)
+        return chosen
 
     async def forward_anywhere(self, remote: Remote[T], hops: int = 0) -> T:
         """A forwarding gateway: send the operation to any live node (another one if it does not answer)."""
+        if hops >= MAX_HOPS:
+            raise ActorStopping("The operation was forwarded too many times; try again")
         tried: set[str] = set()
         for _ in range(4):
             nodes = [info for info in await self.directory.serving() if info.address not in tried]
@@ -199,7 +205,7 @@ async def current_gateway(host: Callable[[], Awaitable[LocalNode]] | None = None
     gateway. Any other process forwards while a node is live, and otherwise hosts
     its actors itself on the node ``host()`` starts (by default: on this loop).
     """
-    from ..node import get_node, started_node
+    from ..node import get_node, own_node_id, started_node
 
     node = get_node()
     if node is not None and (node.serving or _running(node)):
@@ -209,6 +215,9 @@ async def current_gateway(host: Callable[[], Awaitable[LocalNode]] | None = None
     if forwarder is None:
         forwarder = _forwarders[loop] = Gateway(None)
         forwarder.loop = loop
+        # Never forward to the node this process itself would be (a runserver restarted
+        # by its autoreloader finds its previous self still "live" in the table).
+        forwarder.directory.self_id = own_node_id()
     if await forwarder.has_peers():
         return forwarder
     return (await (host or started_node)()).gateway

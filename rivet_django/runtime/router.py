@@ -96,13 +96,15 @@ class ActorRouter:
         return None if record is None else self._remember(record)
 
     async def get_or_create(
-        self, namespace: str, name: str, key: Sequence[str], input: Any = None
+        self, namespace: str, name: str, key: Sequence[str], input: Any = None, *, wake: bool = True
     ) -> tuple[ActorRecord, bool]:
+        """The actor with this key, created if missing; a new actor wakes here at once
+        unless ``wake`` is false (the gateway wakes it where placement puts it)."""
         self.check_name(name)
         key = self.check_key(key)
         record, created = await self.store.get_or_create(namespace, name, key, _input_bytes(input))
         self._remember(record)
-        if created:
+        if created and wake:
             await self.runtime.instance(record.actor_id)
         return record, created
 
@@ -132,6 +134,7 @@ class ActorRouter:
         key: Sequence[str] | None = None,
         actor_id: str | None = None,
         input: Any = None,
+        wake: bool = True,
     ) -> str:
         """The actor id a gateway query names (``id``, ``get``, ``getOrCreate``)."""
         if method == "id":
@@ -152,7 +155,7 @@ class ActorRouter:
             if record is None:
                 raise ActorNotFound(f"Actor {name!r} with key {list(checked)!r} not found")
             return record.actor_id
-        record, _ = await self.get_or_create(namespace, name, checked, input)
+        record, _ = await self.get_or_create(namespace, name, checked, input, wake=wake)
         return record.actor_id
 
     async def with_actor(self, target: Any, call: Callable[[str], Awaitable[T]]) -> tuple[str, T]:

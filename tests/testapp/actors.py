@@ -1146,3 +1146,18 @@ class WfRaceQueue(Actor):
     @action
     def progress(self):
         return self.state
+
+
+class Mine(Actor):
+    """Per-user: only the signed-in user whose username is the key may connect or call."""
+
+    async def on_before_connect(self, params):
+        user = await self.request.auser()
+        if not user.is_authenticated:
+            raise Forbidden("Sign in first")
+        if self.key != (user.username,):
+            raise Forbidden("This is not your actor")
+
+    @action
+    def owner(self):
+        return self.key[0]

@@ -38,8 +38,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--server", choices=SERVERS, default="uvicorn", help="ASGI server: uvicorn (default) or daphne."
         )
+        parser.add_argument(
+            "--reload",
+            action="store_true",
+            help="Development: restart when a Python file of the project changes (actors are handed off cleanly).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["reload"]:
+            from ...reloader import supervise
+
+            sys.exit(supervise([a for a in sys.argv if a != "--reload"], self.stdout))
         from ...node import LocalNode, default_node_id, set_node
 
         host, port = options["host"], options["port"]
