@@ -113,6 +113,30 @@ def test_queue_wait_and_actor_to_actor_calls_cross_nodes(cluster):
     asyncio.run(main())
 
 
+def test_connections_hibernating_on_a_node_keep_their_actor_there(cluster):
+    """An actor asleep with connections hibernating on n1 wakes on n1 again, whichever node
+    the next call enters, so those connections get its events."""
+    first, second, _ = cluster.endpoints()
+
+    async def main() -> None:
+        async with AsyncClient(first) as a:
+            conn = a.ledger.get_or_create(["hibernating"]).connect()
+            counted: list[int] = []
+            conn.on("counted", counted.append)
+            assert (await conn.increment(1))["node"] == "n1"
+            await conn.nap()
+            await asyncio.sleep(0.5)  # asleep now; the connection stays open on n1
+            out = await asyncio.to_thread(_call, second, "hibernating")
+            assert out == {"count": 2, "node": "n1"}
+            deadline = time.monotonic() + 5
+            while counted != [1, 2] and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert counted == [1, 2]
+            await conn.dispose()
+
+    asyncio.run(main())
+
+
 def test_processes_that_are_not_nodes_forward_and_host_nothing(cluster):
     code = (
         "from rivet_django.client import Client\n"

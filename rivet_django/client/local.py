@@ -79,7 +79,7 @@ class LocalTransport(Transport):
             return self._fixed_node.gateway
         from ..cluster import current_gateway
 
-        return await current_gateway(host=_current_node)
+        return await current_gateway(host=_current_node, shared=True)
 
     async def _run(self, call: Callable[[Gateway], Awaitable[T]]) -> T:
         """Run ``call(gateway)`` on the gateway's loop (hopping there if needed); errors become ActorError."""

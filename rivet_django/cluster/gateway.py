@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -198,29 +199,66 @@ class Gateway:
 _forwarders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Gateway] = weakref.WeakKeyDictionary()
 
 
-async def current_gateway(host: Callable[[], Awaitable[LocalNode]] | None = None) -> Gateway:
-    """This process's gateway for the running loop.
+async def current_gateway(
+    host: Callable[[], Awaitable[LocalNode]] | None = None, *, shared: bool = False
+) -> Gateway:
+    """This process's gateway.
 
     ``runactors`` (and a process already hosting actors) answers with its node's
     gateway. Any other process forwards while a node is live, and otherwise hosts
     its actors itself on the node ``host()`` starts (by default: on this loop).
+    A forwarding gateway is bound to the running loop (a server's transports), or
+    with ``shared`` is the process's one on a background loop thread (the local
+    client, whose callers' loops may live for one call: ``async_to_sync``).
     """
-    from ..node import get_node, own_node_id, started_node
+    from ..node import get_node, started_node
 
     node = get_node()
     if node is not None and (node.serving or _running(node)):
         return node.gateway
-    loop = asyncio.get_running_loop()
-    forwarder = _forwarders.get(loop)
-    if forwarder is None:
-        forwarder = _forwarders[loop] = Gateway(None)
-        forwarder.loop = loop
-        # Never forward to the node this process itself would be (a runserver restarted
-        # by its autoreloader finds its previous self still "live" in the table).
-        forwarder.directory.self_id = own_node_id()
-    if await forwarder.has_peers():
+    forwarder = _shared_forwarder() if shared else _forwarder_for(asyncio.get_running_loop())
+    if await _on_loop(forwarder, forwarder.has_peers()):
         return forwarder
     return (await (host or started_node)()).gateway
+
+
+def _new_forwarder(loop: asyncio.AbstractEventLoop) -> Gateway:
+    from ..node import own_node_id
+
+    forwarder = Gateway(None)
+    forwarder.loop = loop
+    # Never forward to the node this process itself would be (a runserver restarted
+    # by its autoreloader finds its previous self still "live" in the table).
+    forwarder.directory.self_id = own_node_id()
+    return forwarder
+
+
+def _forwarder_for(loop: asyncio.AbstractEventLoop) -> Gateway:
+    forwarder = _forwarders.get(loop)
+    if forwarder is None:
+        forwarder = _forwarders[loop] = _new_forwarder(loop)
+    return forwarder
+
+
+_shared: Gateway | None = None
+_shared_lock = threading.Lock()
+
+
+def _shared_forwarder() -> Gateway:
+    global _shared
+    with _shared_lock:
+        if _shared is None or _shared.loop is None or _shared.loop.is_closed():
+            from ..client.loop import LoopThread
+
+            _shared = _new_forwarder(LoopThread(name="rivet-forwarder").loop)
+        return _shared
+
+
+async def _on_loop(gateway: Gateway, coro: Awaitable[T]) -> T:
+    """Await ``coro`` on the gateway's loop (hopping there from another one)."""
+    if gateway.loop is None or gateway.loop is asyncio.get_running_loop():
+        return await coro
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, gateway.loop))  # type: ignore[arg-type]
 
 
 def _running(node: Any) -> bool:

@@ -78,6 +78,7 @@ class GroupCommitter:
                 state=write.state if write.state is not None else old.state,
                 initialized=old.initialized or write.initialized,
                 release=old.release or write.release,
+                asleep=old.asleep or write.asleep,
                 extra={**old.extra, **write.extra},
             )
             pending.futures.append(future)

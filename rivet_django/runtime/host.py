@@ -498,6 +498,8 @@ class ActorRuntime:
     async def renew_leases(self) -> None:
         """Extend the leases of every awake actor in one batch; drop the ones lost."""
         ids = [a for a, inst in self.instances.items() if inst.status is not InstanceStatus.STOPPED]
+        # Sleeping actors with connections hibernating here keep their lease too.
+        ids.extend(a for a in self.hibernated if a not in self.instances)
         sent = time.monotonic()
         lost = await self.store.renew_leases(self.node_id, ids, self.config.lease_seconds)
         self._renewed_at = sent
@@ -507,6 +509,11 @@ class ActorRuntime:
                 logger.warning("Lease of actor %s was taken by another node; dropping it", actor_id)
                 self.instances.pop(actor_id, None)
                 inst.abandon()
+            elif inst is None and actor_id in self.hibernated:
+                # It woke elsewhere: these clients reconnect to it there.
+                for conn in list(self.hibernated.pop(actor_id, {}).values()):
+                    with contextlib.suppress(Exception):
+                        await conn.disconnect("actor.stopping")
 
     async def _renew_leases_forever(self) -> None:
         while True:

@@ -1035,7 +1035,10 @@ class ActorInstance:
             except StateNotSerializable:
                 self.log.exception("state not serializable at sleep; keeping the last good state")
                 data = self._submitted
-        await self._submit(StateWrite(self.actor_id, self.generation, data, release=True))
+        # Connections hibernating on this node keep its lease (renewed with the awake
+        # actors' leases): the actor wakes here again, where they are.
+        hold = bool(self.runtime.hibernated.get(self.actor_id))
+        await self._submit(StateWrite(self.actor_id, self.generation, data, release=not hold, asleep=hold))
 
     def abandon(self) -> None:
         """Drop this instance without writing anything (it lost ownership)."""

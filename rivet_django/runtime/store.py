@@ -56,6 +56,9 @@ class StateWrite:
     initialized: bool = False
     #: Release ownership (the actor went to sleep) in the same write.
     release: bool = False
+    #: The actor went to sleep but this node keeps its lease: connections hibernate here,
+    #: so its next wake must happen here too (calls elsewhere are forwarded to this node).
+    asleep: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -254,7 +254,7 @@ class DjangoActorStore(ActorStore):
         plain: list[StateWrite] = []
         with transaction.atomic():
             for write in writes:
-                if write.state is not None and not (write.initialized or write.release or write.extra):
+                if write.state is not None and not (write.initialized or write.release or write.asleep or write.extra):
                     plain.append(write)
                     continue
                 fields: dict[str, Any] = {"last_active_at": now, **write.extra}
@@ -264,6 +264,8 @@ class DjangoActorStore(ActorStore):
                     fields["initialized"] = True
                 if write.release:
                     fields.update(status=ActorStatus.SLEEPING, node=None, lease_expires_at=None, slept_at=now)
+                elif write.asleep:
+                    fields.update(status=ActorStatus.SLEEPING, slept_at=now)
                 updated = Actor.objects.filter(pk=write.actor_id, generation=write.generation).update(**fields)
                 if not updated:
                     fenced.add(write.actor_id)

@@ -42,3 +42,8 @@ class Ledger(Actor):
         node, generation = self._where()
         _ledger(self.id, node, generation, start, time.time())
         return {"count": self.state["count"], "node": node, "generation": generation}
+
+    @action
+    def nap(self) -> None:
+        """Go to sleep now (connections hibernate on this node)."""
+        self.sleep()
