@@ -110,4 +110,27 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         messages.append(
             Error("RIVET['COMMIT_INTERVAL'] must be a number >= 0.", hint="Seconds, e.g. 0.002.", id="rivet_django.E007")
         )
+    lease = rivet_settings.LEASE_SECONDS
+    if isinstance(lease, bool) or not isinstance(lease, (int, float)) or lease < 1:
+        messages.append(
+            Error(
+                "RIVET['LEASE_SECONDS'] must be a number >= 1.",
+                hint="Seconds; nodes renew every LEASE_SECONDS / 3. 3 to 30 suit most clusters.",
+                id="rivet_django.E009",
+            )
+        )
+    placement = rivet_settings.PLACEMENT
+    if placement not in ("local", "least_loaded"):
+        try:
+            from .cluster.placement import load_placement
+
+            load_placement(str(placement))
+        except Exception as exc:
+            messages.append(
+                Error(
+                    f"RIVET['PLACEMENT'] = {placement!r} is neither a built-in policy nor an importable class ({exc}).",
+                    hint='Use "local", "least_loaded" or the dotted path of a placement class.',
+                    id="rivet_django.E010",
+                )
+            )
     return messages

@@ -14,7 +14,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DIR=${CLUSTER_DIR:-/tmp/rivet-cluster}
 BASE_PORT=${BASE_PORT:-8001}
 export DJANGO_SETTINGS_MODULE=demo_project.settings_cluster
-export PYTHONPATH="$PWD/demo_project${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD:$PWD/demo_project${PYTHONPATH:+:$PYTHONPATH}"
 export RIVET_CLUSTER_DB=${RIVET_CLUSTER_DB:-rivet_demo_cluster}
 PY=${PYTHON:-python}
 
@@ -28,9 +28,9 @@ start() {
         $PY manage.py runactors --port "$port" --node-id "node-$i" >"$DIR/node-$i.log" 2>&1 &
         echo $! >"$DIR/node-$i.pid"
     done
-    (cd demo_project && exec $PY -m celery -A demo_project worker -l warning) >"$DIR/worker.log" 2>&1 &
+    $PY -m celery -A demo_project worker -l warning >"$DIR/worker.log" 2>&1 &
     echo $! >"$DIR/worker.pid"
-    (cd demo_project && exec $PY -m celery -A demo_project beat -l warning -s "$DIR/beat-schedule") >"$DIR/beat.log" 2>&1 &
+    $PY -m celery -A demo_project beat -l warning -s "$DIR/beat-schedule" >"$DIR/beat.log" 2>&1 &
     echo $! >"$DIR/beat.pid"
     for i in 1 2 3; do
         port=$((BASE_PORT + i - 1))

@@ -312,3 +312,17 @@ def test_meta_subclassing_the_abstract_meta_is_concrete():
         assert actors.get("concreteMeta").options.abstract is False
     finally:
         _cleanup("concreteMeta")
+
+
+@pytest.mark.parametrize("value", [0, 0.5, "30", None, True])
+def test_lease_seconds_must_be_a_number_of_at_least_one(settings, value):
+    settings.RIVET = {"LEASE_SECONDS": value}
+    assert "rivet_django.E009" in {m.id for m in checks.run_checks()}
+
+
+def test_placement_must_be_a_policy(settings):
+    settings.RIVET = {"PLACEMENT": "busiest"}
+    assert "rivet_django.E010" in {m.id for m in checks.run_checks()}
+    settings.RIVET = {"PLACEMENT": "rivet_django.cluster.placement.LeastLoaded", "LEASE_SECONDS": 3}
+    ids = {m.id for m in checks.run_checks()}
+    assert "rivet_django.E010" not in ids and "rivet_django.E009" not in ids

@@ -57,6 +57,9 @@ MAX_HOPS = 2
 #: How often a call waiting for a dead node's lease tries to claim it.
 _RETRY_INTERVAL = 0.25
 
+#: Actors whose owner a gateway remembers (the oldest are forgotten first).
+_OWNERS_KEPT = 100_000
+
 
 class Gateway:
     """Sends operations to the runtime that owns their actor: this one, or a peer's."""
@@ -135,7 +138,7 @@ class Gateway:
                 raise ActorStopping(f"Actor {actor_id} is moving to another node; try again")
             address = await self.directory.address(owner)
             if address is not None:
-                self._owners[actor_id] = owner
+                self._remember_owner(actor_id, owner)
                 try:
                     self.forwarded += 1
                     return await remote(self.peers.get(address), actor_id, hops + 1)
@@ -185,6 +188,13 @@ class Gateway:
                 tried.add(address)
                 self.directory.invalidate()
         raise ActorStopping("No actor node answers; is runactors running?")
+
+    def _remember_owner(self, actor_id: str, owner: str) -> None:
+        if self._owners.get(actor_id) != owner:
+            self._owners.pop(actor_id, None)
+            self._owners[actor_id] = owner
+            if len(self._owners) > _OWNERS_KEPT:
+                del self._owners[next(iter(self._owners))]
 
     async def has_peers(self) -> bool:
         return bool(await self.directory.serving())
