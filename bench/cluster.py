@@ -12,7 +12,11 @@ direct gateway form (``/gateway/{actor id}/action/increment``), over 100 actors.
    the node that holds the actors; *forwarded*: they enter another node, which
    sends each on to the owner. The added p50 is the cost of the hop.
 2. **Hop throughput**: the same with 32 connections: forwarded / direct.
-3. **Cluster**: 300 actors spread over the three nodes (each woke on the node of
+3. **WebSocket relay**: a connection (our Python client) to an actor on n1, opened
+   through n1 (direct) or n2 (relayed to n1): sequential action calls (p50, p99) and
+   64 calls in flight at a time (calls/s). The client is Python, so the ratio, not
+   the rate, is the result.
+4. **Cluster**: 300 actors spread over the three nodes (each woke on the node of
    its first call); one wrk per node, each calling every actor, so about two thirds
    of the calls are forwarded. Total throughput against the single-node direct
    figure of step 2, in the same run.
@@ -119,6 +123,36 @@ def _run(base: str, script: Path, connections: int, seconds: float) -> dict[str,
     return _parse(out)
 
 
+async def _connection_round(endpoint: str, key: str, calls: int) -> dict[str, Any]:
+    import asyncio
+    import statistics
+
+    from rivet_django.client import AsyncClient
+
+    async with AsyncClient(endpoint) as client:
+        conn = client.counter.get_or_create([key]).connect()
+        await conn.increment(0)
+        latencies = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            await conn.increment(1)
+            latencies.append((time.perf_counter() - started) * 1000)
+        latencies.sort()
+        started = time.perf_counter()
+        done = 0
+        while done < calls * 2:
+            batch = min(64, calls * 2 - done)
+            await asyncio.gather(*(conn.increment(1) for _ in range(batch)))
+            done += batch
+        rate = done / (time.perf_counter() - started)
+        await conn.dispose()
+    return {
+        "p50_ms": round(statistics.median(latencies), 3),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 3),
+        "calls_per_s": round(rate, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cluster", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few seconds per step (proves the harness works)")
@@ -158,6 +192,26 @@ def main(argv: list[str] | None = None) -> int:
         results["hop"] = {"latency": latency, "throughput": throughput, "added_p50_ms": round(added_p50, 3),
                           "forwarded_over_direct": round(ratio, 3)}
         print(f"hop: +{added_p50:.3f} ms p50; forwarded throughput {ratio:.0%} of direct")
+
+        import asyncio
+
+        calls = 100 if args.quick else 1000
+        relay: dict[str, Any] = {}
+        for label, node in (("direct", cluster.nodes[0]), ("relayed", cluster.nodes[1]),
+                            ("direct_again", cluster.nodes[0]), ("relayed_again", cluster.nodes[1])):
+            relay[label] = asyncio.run(_connection_round(node.endpoint, "hop-0", calls))
+            print(f"connection {label:14} p50 {relay[label]['p50_ms']} ms  p99 {relay[label]['p99_ms']} ms  "
+                  f"{relay[label]['calls_per_s']} calls/s")
+        relay["added_p50_ms"] = round(
+            min(relay["relayed"]["p50_ms"], relay["relayed_again"]["p50_ms"])
+            - min(relay["direct"]["p50_ms"], relay["direct_again"]["p50_ms"]), 3
+        )
+        relay["relayed_over_direct"] = round(
+            max(relay["relayed"]["calls_per_s"], relay["relayed_again"]["calls_per_s"])
+            / max(relay["direct"]["calls_per_s"], relay["direct_again"]["calls_per_s"]), 3
+        )
+        results["relay"] = relay
+        print(f"relay: +{relay['added_p50_ms']} ms p50; relayed calls/s {relay['relayed_over_direct']:.0%} of direct")
 
         ids = []
         for node in cluster.nodes:
