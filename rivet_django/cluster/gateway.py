@@ -83,12 +83,6 @@ class Gateway:
         #: Actors last found on another node (id -> node id): their calls go straight there.
         self._owners: dict[str, str] = {}
         self.loop: asyncio.AbstractEventLoop | None = node.loop if node is not None else None
-        #: Operations sent to another node (for ``rivet_nodes`` and the benchmark).
-        self.forwarded = 0
-
-    @property
-    def hosting(self) -> bool:
-        return self.node is not None
 
     async def dispatch(
         self, target: GatewayTarget, local: Local[T], remote: Remote[T], *, hops: int = 0
@@ -140,7 +134,6 @@ class Gateway:
             if address is not None:
                 self._remember_owner(actor_id, owner)
                 try:
-                    self.forwarded += 1
                     return await remote(self.peers.get(address), actor_id, hops + 1)
                 except Exception as exc:
                     if not unreachable(exc):
@@ -180,7 +173,6 @@ class Gateway:
                 break
             address = random.choice(nodes).address
             try:
-                self.forwarded += 1
                 return await remote(self.peers.get(address), None, hops + 1)
             except Exception as exc:
                 if not unreachable(exc):
@@ -198,9 +190,6 @@ class Gateway:
 
     async def has_peers(self) -> bool:
         return bool(await self.directory.serving())
-
-    def forget_owner(self, actor_id: str) -> None:
-        self._owners.pop(actor_id, None)
 
     async def close(self) -> None:
         await self.peers.close()

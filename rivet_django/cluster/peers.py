@@ -130,7 +130,7 @@ class Peer:
             headers={"user-agent": "rivet_django-peer"},
         )
         self._linked_http = httpx.AsyncClient(timeout=_TIMEOUT, transport=_LinkTransport(self))
-        self._transports: dict[int, HttpTransport] = {}
+        self._transports: dict[tuple[int, str], HttpTransport] = {}
 
     async def send(self, method: str, route: str, headers: list[tuple[str, str]], body: bytes) -> PeerResponse:
         """One request to the peer: over the link, or plain HTTP for a large body."""
@@ -144,7 +144,7 @@ class Peer:
 
     def transport(self, hops: int, namespace: str) -> HttpTransport:
         """A client transport to this peer (structured calls of the local client)."""
-        key = hash((hops, namespace))
+        key = (hops, namespace)
         transport = self._transports.get(key)
         if transport is None:
             transport = self._transports[key] = HttpTransport(
