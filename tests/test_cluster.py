@@ -243,16 +243,19 @@ def test_a_paused_node_never_overwrites_the_new_owner():
     with Cluster(2, lease_seconds=3.0) as cluster:
         first, second = cluster.nodes
         assert _call(first.endpoint, "paused")["node"] == "n1"
+        # n2 forwards to n1 (the link between them is open when n1 freezes).
+        assert _call(second.endpoint, "paused", "info")["node"] == "n1"
+        paused_at = time.monotonic()
         cluster.pause(first)
         try:
-            # Once n1's heartbeat is older than a lease, n2 no longer forwards to it: it
-            # claims the actor as soon as n1's lease has run out.
-            time.sleep(cluster.lease_seconds + 0.5)
-            started = time.monotonic()
+            # n2 stops sending to n1 once n1 leaves its pings unanswered (3 s), then claims
+            # the actor as soon as n1's lease has run out, without waiting for n1's
+            # heartbeat to go stale. (A call sent before that would wait for n1.)
+            time.sleep(4.5)
             for expected in (2, 3, 4):
                 out = _call(second.endpoint, "paused", timeout=30)
                 assert out == {"count": expected, "node": "n2"}
-            assert time.monotonic() - started < cluster.lease_seconds / 3 + 3
+            assert time.monotonic() - paused_at < cluster.lease_seconds + 8
             # A call sent straight to the paused node waits in its socket...
             stale: dict[str, object] = {}
 

@@ -46,6 +46,11 @@ AUTH_HEADER = "x-rivet-cluster-token"
 
 _LENGTH = struct.Struct(">I")
 
+#: Seconds between pings on an idle or busy link, and how long a pong may take before
+#: the peer counts as unresponsive.
+PING_INTERVAL = 1.0
+PING_TIMEOUT = 3.0
+
 
 class PeerLost(ActorStopping):
     """The link dropped with this request in flight: it may or may not have run (the
@@ -90,6 +95,10 @@ class PeerLink:
         self._pending: dict[int, asyncio.Future[PeerResponse]] = {}
         self._next_id = 0
         self._reader: asyncio.Task[None] | None = None
+        self._pinger: asyncio.Task[None] | None = None
+        #: The peer did not answer a ping in time (paused, overloaded): new requests are
+        #: not sent to it (they go elsewhere, or wait for its leases); those in flight wait.
+        self.unresponsive = False
 
     async def _socket(self) -> ClientConnection:
         ws = self._ws
@@ -113,7 +122,10 @@ class PeerLink:
                 except (OSError, TimeoutError, WebSocketException) as exc:
                     raise PeerUnreachable(f"{self.url}: {exc!r}") from exc
                 self._ws = ws
-                self._reader = asyncio.get_running_loop().create_task(self._read(ws))
+                self.unresponsive = False
+                loop = asyncio.get_running_loop()
+                self._reader = loop.create_task(self._read(ws))
+                self._pinger = loop.create_task(self._ping(ws))
             assert self._ws is not None
             return self._ws
 
@@ -122,6 +134,10 @@ class PeerLink:
     ) -> PeerResponse:
         """Send one request (``route``: after the API base, with its query); the peer's answer."""
         ws = await self._socket()
+        if self.unresponsive:
+            from .peers import PeerUnreachable
+
+            raise PeerUnreachable(f"{self.url} does not answer pings")
         self._next_id += 1
         request_id = self._next_id
         path, _, query = route.partition("?")
@@ -158,6 +174,25 @@ class PeerLink:
         finally:
             self._drop(ws)
 
+    async def _ping(self, ws: ClientConnection) -> None:
+        """Mark the peer unresponsive while it leaves pings unanswered for ``PING_TIMEOUT``.
+
+        Never closes the link: requests in flight on a paused peer may still run when it
+        resumes, so their callers keep waiting rather than getting an error and retrying."""
+        with contextlib.suppress(ConnectionClosed, asyncio.CancelledError):
+            while self._ws is ws:
+                await asyncio.sleep(PING_INTERVAL)
+                pong = await ws.ping()
+                try:
+                    await asyncio.wait_for(asyncio.shield(pong), PING_TIMEOUT)
+                    self.unresponsive = False
+                except TimeoutError:
+                    if not self.unresponsive:
+                        logger.warning("Peer %s does not answer pings; sending it nothing new", self.url)
+                    self.unresponsive = True
+                    await pong  # resumes (or the link closes)
+                    self.unresponsive = False
+
     def _drop(self, ws: ClientConnection) -> None:
         if self._ws is ws:
             self._ws = None
@@ -171,8 +206,9 @@ class PeerLink:
         if ws is not None:
             with contextlib.suppress(Exception):
                 await ws.close()
-        if self._reader is not None:
-            self._reader.cancel()
+        for task in (self._reader, self._pinger):
+            if task is not None:
+                task.cancel()
 
 
 # -- the receiving side ------------------------------------------------------------------
