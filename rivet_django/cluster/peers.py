@@ -190,6 +190,8 @@ class Peer:
             raise PeerUnreachable(f"{url}: {exc!r}") from exc
 
     async def close(self) -> None:
+        await self.link.close()
+        await self._linked_http.aclose()
         await self.http.aclose()
 
 
