@@ -9,7 +9,7 @@ from django.core.checks import Error, Tags, Warning, register
 from .conf import DEFAULTS, rivet_settings
 from .registry import actors
 
-__all__ = ["check_actors", "check_settings"]
+__all__ = ["check_actor_databases", "check_actors", "check_settings"]
 
 
 @register(Tags.compatibility)
@@ -33,6 +33,26 @@ def check_actors(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 )
             )
     return errors
+
+
+@register(Tags.compatibility)
+def check_actor_databases(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Actors' own databases are local files: warn where nodes may share the actors."""
+    from django.db import connection
+
+    from .registry import actors
+
+    with_db = sorted(d.name for d in actors if d.hook("on_migrate") is not None)
+    if with_db and connection.vendor != "sqlite":
+        return [
+            Warning(
+                f"Actors {', '.join(with_db)} keep their database (self.db) in a file on the node's disk.",
+                hint="With several nodes, an actor that moves to another node does not find its database there "
+                "(the shared-database backend is not built yet). Run one node, or keep such actors' data in state.",
+                id="rivet_django.W003",
+            )
+        ]
+    return []
 
 
 @register(Tags.compatibility)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from .exceptions import StateNotEnabled
+from .exceptions import DatabaseNotEnabled, StateNotEnabled
 
 if TYPE_CHECKING:
     from .runtime.instance import ActorInstance
@@ -326,6 +326,15 @@ class Actor:
             raise StateNotEnabled()
         self._check_workflow_effects("state")
         self._rivet.assign_state(value)
+
+    @property
+    def db(self) -> Any:
+        """The actor's own SQLite database (:mod:`rivet_django.runtime.database`); needs ``on_migrate``."""
+        db = self._rivet.db
+        if db is None:
+            raise DatabaseNotEnabled()
+        self._check_workflow_effects("db")
+        return db
 
     @property
     def vars(self) -> Any:

@@ -20,6 +20,8 @@ pair and carries the HTTP status it is served with::
      |    +-- GuardError             guard.*                        400
      |    +-- Forbidden              auth.forbidden                 403
      |    +-- StateNotEnabled        actor.state_not_enabled        400
+     |    +-- DatabaseNotEnabled     actor.database_not_enabled     400
+     |    +-- DatabaseClosed         actor.database_closed          503
      |    +-- StateNotSerializable   state.not_serializable         500
      |    +-- StateMutationReentrant actor.state_mutation_reentrant 500
      |    +-- InvalidSchedule        schedule.invalid               400
@@ -58,6 +60,8 @@ __all__ = [
     "ActorNotFound",
     "ActorStopping",
     "AlreadyRegistered",
+    "DatabaseClosed",
+    "DatabaseNotEnabled",
     "DuplicateKey",
     "Forbidden",
     "GuardError",
@@ -277,6 +281,21 @@ class ActorElsewhere(ActorStopping):
     def __init__(self, actor_id: str, node_id: str) -> None:
         super().__init__(f"Actor {actor_id} is owned by node {node_id!r}")
         self.node_id = node_id
+
+
+class DatabaseNotEnabled(PublicError):
+    """``self.db`` of an actor without ``on_migrate``."""
+
+    code = "database_not_enabled"
+    default_message = "This actor has no database: define on_migrate(self, db) to enable it"
+
+
+class DatabaseClosed(PublicError):
+    """``self.db`` (or a handle to it) used after its actor stopped."""
+
+    code = "database_closed"
+    status_code = 503
+    default_message = "The actor's database is closed: the actor stopped"
 
 
 class ActorAborted(PublicError):

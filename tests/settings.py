@@ -70,5 +70,9 @@ else:
     }
 
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-RIVET = {"SQLITE_SYNCHRONOUS": "NORMAL"}
+RIVET = {
+    "SQLITE_SYNCHRONOUS": "NORMAL",
+    # Actors' own databases (self.db): one folder per test process, outside the repository.
+    "DB_DIR": str(Path(tempfile.gettempdir()) / f"rivet_test_actor_dbs_{os.getpid()}"),
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -326,3 +326,12 @@ def test_placement_must_be_a_policy(settings):
     settings.RIVET = {"PLACEMENT": "rivet_django.cluster.placement.LeastLoaded", "LEASE_SECONDS": 3}
     ids = {m.id for m in checks.run_checks()}
     assert "rivet_django.E010" not in ids and "rivet_django.E009" not in ids
+
+
+def test_actor_databases_warn_on_a_shared_database(settings, monkeypatch):
+    from django.db import connection
+
+    assert "rivet_django.W003" not in {m.id for m in checks.run_checks()}  # SQLite: one node
+    monkeypatch.setattr(connection, "vendor", "postgresql")
+    warning = next(m for m in checks.run_checks() if m.id == "rivet_django.W003")
+    assert "notes" in warning.msg

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 __all__ = ["Clock", "RuntimeConfig"]
@@ -22,6 +23,8 @@ class RuntimeConfig:
     max_key_size: int = 1024
     max_name_length: int = 64
     shutdown_timeout: float = 15.0
+    #: Where actors' own SQLite databases live (``self.db``, local backend).
+    db_dir: Path = field(default_factory=lambda: Path("rivet_actors"))
 
     @classmethod
     def from_settings(cls, settings: Any) -> RuntimeConfig:
@@ -38,7 +41,18 @@ class RuntimeConfig:
             max_key_size=int(settings.MAX_KEY_SIZE),
             max_name_length=int(settings.MAX_NAME_LENGTH),
             shutdown_timeout=float(settings.SHUTDOWN_TIMEOUT),
+            db_dir=_db_dir(settings.DB_DIR),
         )
+
+
+def _db_dir(configured: Any) -> Path:
+    """``RIVET["DB_DIR"]``, else ``BASE_DIR / "rivet_actors"`` (else the working directory's)."""
+    if configured:
+        return Path(configured)
+    from django.conf import settings
+
+    base = getattr(settings, "BASE_DIR", None)
+    return Path(base) / "rivet_actors" if base else Path("rivet_actors")
 
 
 class Clock:

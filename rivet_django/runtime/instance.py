@@ -54,6 +54,7 @@ from ..exceptions import (
 )
 from . import serde
 from .conn import Conn, OutgoingEvent
+from .database import ActorDatabase, database_path
 from .kv import ActorKV
 from .observed import StateObserver
 from .queue import enter_handler, leave_handler
@@ -128,6 +129,7 @@ class ActorInstance:
         "_wait_until",
         "actor",
         "actor_id",
+        "db",
         "definition",
         "generation",
         "key",
@@ -150,6 +152,8 @@ class ActorInstance:
         self.key: tuple[str, ...] = claimed.record.key
         self.namespace = claimed.record.namespace
         self.generation = claimed.generation
+        #: ``self.db`` (actors with ``on_migrate``): open from the start of a wake to the end of its stop.
+        self.db: ActorDatabase | None = None
         #: When the claim that woke it was sent (monotonic): its lease runs from no earlier.
         self.leased_at = float("inf")
         self._claimed: ClaimedActor | None = claimed
@@ -285,6 +289,13 @@ class ActorInstance:
         """Run creation (first start only) and wake hooks, then mark the actor awake."""
         claimed = self._claimed
         assert claimed is not None
+        if self.definition.hook("on_migrate") is not None:
+            # Before create_state on creation, before create_vars on every wake (API.md).
+            self.db = ActorDatabase(
+                database_path(self.runtime.config.db_dir, self.actor_id), f"{self.definition.name} {self.actor_id}"
+            )
+            await self.db.open()
+            await self._call_hook("on_migrate", self.db)
         if not claimed.initialized:
             input = serde.loads(claimed.input) if claimed.input is not None else None
             if self.definition.has_state:
@@ -937,6 +948,8 @@ class ActorInstance:
             if destroy:
                 await self.runtime.store.destroy(self.actor_id, self.generation)
                 self.runtime.queues.actor_destroyed(self.actor_id)  # its waiting senders get an answer
+                if self.db is not None:
+                    await self.db.delete()
                 self.log.info("destroyed")
             else:
                 await self._final_flush()
@@ -947,6 +960,10 @@ class ActorInstance:
         except Exception:
             self.log.exception("stopping failed")
         finally:
+            if self.db is not None:
+                # Closed after the final flush: nothing the actor kept can write later.
+                with contextlib.suppress(Exception):
+                    await self.db.close()
             self._mark_stopped()
             self.runtime.forget(self)
 
@@ -1043,6 +1060,8 @@ class ActorInstance:
     def abandon(self) -> None:
         """Drop this instance without writing anything (it lost ownership)."""
         self._mark_stopped()
+        if self.db is not None:
+            self.db.close_soon()
         for task in [
             *(self._keep_awake or ()),
             *(self._wait_until or ()),

@@ -1161,3 +1161,73 @@ class Mine(Actor):
     @action
     def owner(self):
         return self.key[0]
+
+
+#: Hook order of Notes actors, per key (tests/test_database.py).
+NOTES_ORDER: dict[str, list[str]] = {}
+#: Database handles Notes actors kept past their stop (tests/test_database.py).
+KEPT_DBS: dict[str, object] = {}
+
+
+class Notes(Actor):
+    """``self.db``: an actor's own SQLite database, its schema migrated on every wake."""
+
+    state = {"wakes": 0}
+
+    async def on_migrate(self, db):
+        NOTES_ORDER.setdefault(_k(self), []).append("on_migrate")
+        await db.migrate(
+            [
+                "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL);",
+                "ALTER TABLE notes ADD COLUMN done INTEGER NOT NULL DEFAULT 0; CREATE INDEX notes_done ON notes (done);",
+            ]
+        )
+
+    def create_state(self, input):
+        NOTES_ORDER.setdefault(_k(self), []).append("create_state")
+        return {"wakes": 0}
+
+    def create_vars(self):
+        NOTES_ORDER.setdefault(_k(self), []).append("create_vars")
+        return {}
+
+    async def on_sleep(self):
+        await self.db.execute("INSERT INTO notes (text) VALUES (?)", "written in on_sleep")
+
+    @action
+    async def add(self, text):
+        await self.db.execute("INSERT INTO notes (text) VALUES (?)", text)
+        return (await self.db.query_one("SELECT count(*) AS n FROM notes"))["n"]
+
+    @action
+    async def texts(self):
+        return [row["text"] for row in await self.db.execute("SELECT text FROM notes ORDER BY id")]
+
+    @action
+    async def add_all(self, texts):
+        async with self.db.transaction():
+            for text in texts:
+                if text == "boom":
+                    raise UserError("boom", code="boom")
+                await self.db.execute("INSERT INTO notes (text) VALUES (:text)", {"text": text})
+        return len(texts)
+
+    @action
+    async def nested(self):
+        async with self.db.transaction(), self.db.transaction():
+            pass
+
+    @action
+    async def version(self):
+        return (await self.db.execute("PRAGMA user_version"))[0]["user_version"]
+
+    @action
+    def keep(self):
+        KEPT_DBS[_k(self)] = self.db
+        return str(self.db.path)
+
+
+class NoDatabase(Actor):
+    @action
+    def use(self):
+        return str(self.db)
