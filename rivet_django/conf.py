@@ -16,6 +16,8 @@ DEFAULTS: dict[str, Any] = {
     "NAMESPACE": "default",
     # Folder for per-actor SQLite databases (``self.db``); None: BASE_DIR / "rivet_actors".
     "DB_DIR": None,
+    # Largest an actor's own database (self.db) may grow, in bytes; None: no limit.
+    "DB_MAX_SIZE": 1024**3,
     # Global inspector token; per-actor tokens are accepted too.
     "INSPECTOR_TOKEN": None,
     # "embedded" (runactors fires schedules) or "celery".

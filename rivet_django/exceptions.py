@@ -22,6 +22,7 @@ pair and carries the HTTP status it is served with::
      |    +-- StateNotEnabled        actor.state_not_enabled        400
      |    +-- DatabaseNotEnabled     actor.database_not_enabled     400
      |    +-- DatabaseClosed         actor.database_closed          503
+     |    +-- DatabaseFull           actor.database_full            400
      |    +-- StateNotSerializable   state.not_serializable         500
      |    +-- StateMutationReentrant actor.state_mutation_reentrant 500
      |    +-- InvalidSchedule        schedule.invalid               400
@@ -61,6 +62,7 @@ __all__ = [
     "ActorStopping",
     "AlreadyRegistered",
     "DatabaseClosed",
+    "DatabaseFull",
     "DatabaseNotEnabled",
     "DuplicateKey",
     "Forbidden",
@@ -296,6 +298,13 @@ class DatabaseClosed(PublicError):
     code = "database_closed"
     status_code = 503
     default_message = "The actor's database is closed: the actor stopped"
+
+
+class DatabaseFull(PublicError):
+    """An actor's database reached ``RIVET["DB_MAX_SIZE"]``; the statement changed nothing."""
+
+    code = "database_full"
+    default_message = "The actor's database reached its size limit"
 
 
 class ActorAborted(PublicError):

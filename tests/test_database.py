@@ -73,3 +73,63 @@ async def test_an_actor_without_on_migrate_has_no_database(rivet_node, rivet_cli
         await rivet_client.noDatabase.get_or_create(["x"]).use()
     assert (raised.value.group, raised.value.code) == ("actor", "database_not_enabled")
     assert "database" in raised.value.message
+
+
+async def test_a_database_stops_growing_at_its_size_limit_and_changes_nothing(tmp_path):
+    from rivet_django.exceptions import DatabaseFull
+    from rivet_django.runtime.database import ActorDatabase
+
+    db = ActorDatabase(tmp_path / "limited.sqlite3", "notes limited", max_bytes=64 * 1024)
+    await db.open()
+    try:
+        await db.execute("CREATE TABLE blobs (data BLOB)")
+        await db.execute("INSERT INTO blobs VALUES (zeroblob(1000))")
+        with pytest.raises(DatabaseFull) as full:
+            await db.execute("INSERT INTO blobs VALUES (zeroblob(200000))")
+        assert full.value.code == "database_full" and "size limit" in full.value.message
+        assert (await db.query_one("SELECT count(*) AS n FROM blobs"))["n"] == 1
+    finally:
+        await db.close()
+
+
+async def test_a_statement_whose_call_gives_up_is_interrupted(tmp_path):
+    import asyncio
+    import time
+
+    from rivet_django.runtime.database import ActorDatabase
+
+    db = ActorDatabase(tmp_path / "slow.sqlite3", "notes slow")
+    await db.open()
+    try:
+        endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(db.execute(endless), 0.3)
+        # Interrupted, not left running on the database's thread: the next statement runs now.
+        assert await db.execute("SELECT 1 AS one") == [{"one": 1}]
+        assert time.monotonic() - started < 5
+    finally:
+        await db.close()
+
+
+async def test_database_files_are_named_from_plain_actor_ids_only(tmp_path):
+    from rivet_django.runtime.database import database_path
+
+    assert database_path(tmp_path, "abc123_-X").name == "abc123_-X.sqlite3"
+    for bad in ("../etc/passwd", "a/b", "", "a b", "x" * 200):
+        with pytest.raises(ValueError):
+            database_path(tmp_path, bad)
+
+
+async def test_workflow_steps_use_the_database_and_the_body_outside_them_cannot(rivet_node, caplog):
+    import asyncio
+    import logging
+
+    record, _ = await rivet_node.router.get_or_create("default", "wfNotes", ["wf"])
+    with caplog.at_level(logging.ERROR, logger="rivet_django.actor"):
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if "only available inside workflow steps" in caplog.text:
+                break
+    assert "db is only available inside workflow steps" in caplog.text
+    assert await rivet_node.router.call_action(record.actor_id, "lines") == ["from a step"]

@@ -25,6 +25,7 @@ class RuntimeConfig:
     shutdown_timeout: float = 15.0
     #: Where actors' own SQLite databases live (``self.db``, local backend).
     db_dir: Path = field(default_factory=lambda: Path("rivet_actors"))
+    db_max_size: int | None = 1024**3
 
     @classmethod
     def from_settings(cls, settings: Any) -> RuntimeConfig:
@@ -42,6 +43,7 @@ class RuntimeConfig:
             max_name_length=int(settings.MAX_NAME_LENGTH),
             shutdown_timeout=float(settings.SHUTDOWN_TIMEOUT),
             db_dir=_db_dir(settings.DB_DIR),
+            db_max_size=int(settings.DB_MAX_SIZE) if settings.DB_MAX_SIZE else None,
         )
 
 

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..exceptions import DatabaseClosed, InvalidRequest
+from ..exceptions import DatabaseClosed, DatabaseFull, InvalidRequest
 
 __all__ = ["ActorDatabase", "database_path"]
 
@@ -45,9 +45,10 @@ def database_path(folder: Path, actor_id: str) -> Path:
 class ActorDatabase:
     """One actor's SQLite database, used from the actor's event loop."""
 
-    def __init__(self, path: Path, label: str) -> None:
+    def __init__(self, path: Path, label: str, *, max_bytes: int | None = None) -> None:
         self.path = path
         self.label = label
+        self.max_bytes = max_bytes
         self._conn: sqlite3.Connection | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._lock = asyncio.Lock()
@@ -65,6 +66,9 @@ class ActorDatabase:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
+        if self.max_bytes:
+            page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            conn.execute(f"PRAGMA max_page_count = {max(1, int(self.max_bytes) // page_size)}")
         return conn
 
     async def close(self) -> None:
@@ -163,9 +167,25 @@ class ActorDatabase:
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         pool = self._pool
-        if self.closed or pool is None:
+        conn = self._conn
+        if self.closed or pool is None or conn is None:
             raise DatabaseClosed(f"The database of {self.label} is closed: the actor stopped")
-        return await asyncio.get_running_loop().run_in_executor(pool, fn, self._conn, *args)
+        future = asyncio.get_running_loop().run_in_executor(pool, fn, conn, *args)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The call gave up (its action timed out, the actor stops): stop the statement
+            # too, rather than let it run on, and wait until it has.
+            conn.interrupt()
+            with contextlib.suppress(Exception):
+                await future
+            raise
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc):
+                raise DatabaseFull(
+                    f"The database of {self.label} reached its size limit ({self.max_bytes} bytes) or the disk is full"
+                ) from exc
+            raise
 
 
 def _execute(conn: sqlite3.Connection, sql: str, args: Any) -> list[dict[str, Any]]:

@@ -292,7 +292,9 @@ class ActorInstance:
         if self.definition.hook("on_migrate") is not None:
             # Before create_state on creation, before create_vars on every wake (API.md).
             self.db = ActorDatabase(
-                database_path(self.runtime.config.db_dir, self.actor_id), f"{self.definition.name} {self.actor_id}"
+                database_path(self.runtime.config.db_dir, self.actor_id),
+                f"{self.definition.name} {self.actor_id}",
+                max_bytes=self.runtime.config.db_max_size,
             )
             await self.db.open()
             await self._call_hook("on_migrate", self.db)

@@ -1231,3 +1231,22 @@ class NoDatabase(Actor):
     @action
     def use(self):
         return str(self.db)
+
+
+class WfNotes(Actor):
+    """A workflow writing to the actor's database inside a step, then (refused) outside one."""
+
+    async def on_migrate(self, db):
+        await db.migrate(["CREATE TABLE log (line TEXT);"])
+
+    @workflow
+    async def run(self, ctx):
+        async def write():
+            await self.db.execute("INSERT INTO log VALUES ('from a step')")
+
+        await ctx.step("write", write)
+        await self.db.execute("INSERT INTO log VALUES ('outside')")  # raises WorkflowOutsideStep
+
+    @action
+    async def lines(self):
+        return [row["line"] for row in await self.db.execute("SELECT line FROM log")]
