@@ -64,6 +64,8 @@ class LocalNode:
         from .cluster import Gateway
 
         self.gateway = Gateway(self)
+        if self.runtime.scheduler is not None:
+            self.runtime.scheduler.gateway = self.gateway
         self._start_lock: asyncio.Lock | None = None
 
     async def start(self) -> LocalNode:

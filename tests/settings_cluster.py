@@ -21,5 +21,19 @@ DATABASES = {
 RIVET = {
     "LEASE_SECONDS": float(os.environ.get("RIVET_LEASE_SECONDS", "30")),
     "PLACEMENT": os.environ.get("RIVET_PLACEMENT", "local"),
+    "SCHEDULER": os.environ.get("RIVET_SCHEDULER", "embedded"),
     "SHUTDOWN_TIMEOUT": 5.0,
 }
+
+# The Celery driver's nodes are reached over a channel layer on the local Redis
+# (``RIVET_TEST_PREFIX`` keeps one run's channels apart from any other's).
+if os.environ.get("RIVET_TEST_PREFIX"):
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": os.environ.get("RIVET_TEST_REDIS", "redis://127.0.0.1:6379"), "socket_timeout": None}],
+                "prefix": os.environ["RIVET_TEST_PREFIX"],
+            },
+        }
+    }

@@ -10,11 +10,13 @@ acknowledged call and never runs an actor twice.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import statistics
 import threading
 import time
+import uuid
 from collections import Counter as Tally
 
 import httpx
@@ -153,6 +155,89 @@ def test_processes_that_are_not_nodes_forward_and_host_nothing(cluster):
     assert "Traceback" not in done.stderr
     info = _call(cluster.endpoints()[1], "shell", "info")
     assert info["count"] == 2 and info["node"] in {"n1", "n2", "n3"}
+
+
+_DISPATCH_TO = """
+import json
+from datetime import timedelta
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.utils import timezone
+from rivet_django.models import ActorSchedule
+from rivet_django.runtime.schedule import DISPATCH_MESSAGE_TYPE, schedule_channel
+lock = timezone.now() + timedelta(seconds=60)
+ActorSchedule.objects.filter(pk=SID).update(due_at=timezone.now(), locked_until=lock)
+async_to_sync(get_channel_layer().send)(
+    schedule_channel(NODE), {"type": DISPATCH_MESSAGE_TYPE, "schedules": [[SID, lock.isoformat()]]}
+)
+"""
+
+_SCHEDULE_ROW = """
+import json
+from rivet_django.models import ActorSchedule
+row = ActorSchedule.objects.filter(pk=SID).values("attempts", "last_error").first()
+print("row", json.dumps(row))
+"""
+
+
+def _shell(cluster: Cluster, code: str, **names: str) -> str:
+    head = "".join(f"{name} = {value!r}\n" for name, value in names.items())
+    done = cluster.manage("shell", "-c", head + code, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _schedule_row(cluster: Cluster, schedule_id: str) -> dict | None:
+    out = _shell(cluster, _SCHEDULE_ROW, SID=schedule_id)
+    return json.loads(out.split("row ", 1)[1])
+
+
+def test_scheduled_runs_go_through_the_gateway_to_the_node_of_their_actor():
+    """The Celery dispatcher sends a due run to a node that does not hold its actor (its
+    view was stale: the actor woke elsewhere meanwhile): that node's scheduler runs it
+    through its gateway, on the owner, once; an error comes back whole as the run's
+    last error."""
+    prefix = f"rivet-test-{uuid.uuid4().hex[:10]}"
+    env = {"RIVET_SCHEDULER": "celery", "RIVET_TEST_PREFIX": prefix}
+    try:
+        with Cluster(2, lease_seconds=30.0, env=env) as cluster:
+            first, second = cluster.endpoints()
+            assert _call(first, "scheduled") == {"count": 1, "node": "n1"}
+            # Far in the future: n1's own timer stays quiet; the "dispatcher" moves it.
+            ok = _call(first, "scheduled", "remind", [3600, "increment", 10])
+            _shell(cluster, _DISPATCH_TO, SID=ok, NODE="n2")
+            deadline = time.monotonic() + 20
+            while _call(second, "scheduled", "info")["count"] != 11 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            info = _call(second, "scheduled", "info")
+            assert (info["count"], info["node"]) == (11, "n1"), cluster.logs()
+            assert _schedule_row(cluster, ok) is None  # ran once, finished by n2
+
+            failing = _call(first, "scheduled", "remind", [3600, "fail"])
+            _shell(cluster, _DISPATCH_TO, SID=failing, NODE="n2")
+            deadline = time.monotonic() + 20
+            while not (_schedule_row(cluster, failing) or {}).get("attempts") and time.monotonic() < deadline:
+                time.sleep(0.2)
+            row = _schedule_row(cluster, failing)
+            assert row is not None and row["attempts"] == 1, row
+            assert row["last_error"] == "ZeroDivisionError: the ledger cannot divide", row
+            assert "the ledger cannot divide" in cluster.nodes[0].log()  # logged where it ran
+            assert _call(second, "scheduled", "info") == {"count": 11, "node": "n1", "generation": info["generation"]}
+            assert cluster.overlapping_activations() == []
+    finally:
+        _forget_redis_keys(prefix)
+
+
+def _forget_redis_keys(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url("redis://127.0.0.1:6379")
+    try:
+        keys = list(client.scan_iter(f"{prefix}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 def test_kill_rounds_lose_no_acknowledged_call_and_never_run_an_actor_twice():

@@ -1,7 +1,7 @@
 """The gateway: the one place an operation on an actor is sent to where the actor lives.
 
 Every way in (HTTP action, queue send, raw request, ``/connect`` and raw WebSocket,
-``Client.local()``, ``self.client()``) calls :meth:`Gateway.dispatch` with the
+``Client.local()``, ``self.client()``, scheduled runs) calls :meth:`Gateway.dispatch` with the
 operation in two forms:
 
 - ``local(runtime, actor_id)``: run it on this process's runtime;
@@ -149,6 +149,19 @@ class Gateway:
             elif loop.time() >= deadline:
                 raise ActorStopping(f"Actor {actor_id} is held by a node that does not answer")
             await asyncio.sleep(_RETRY_INTERVAL)
+
+    async def run_action(self, actor_id: str, action: str, args: list[Any], *, hops: int = 0) -> Any:
+        """Run an action as an internal call (no connection, no connect hooks), wherever
+        the actor lives: how a scheduled run reaches its actor."""
+
+        async def local(runtime: ActorRuntime, actor_id: str) -> Any:
+            return await runtime.run_internal(actor_id, action, args)
+
+        async def remote(peer: Peer, actor_id: str | None, hops: int) -> Any:
+            assert actor_id is not None
+            return await peer.run_action(actor_id, action, args, hops)
+
+        return await self.on_actor(actor_id, local, remote, hops=hops)
 
     async def _placed(self, actor_id: str, hops: int) -> str:
         """Where an actor not known to live elsewhere should run: here unless the policy says otherwise."""

@@ -10,6 +10,9 @@ Frames are binary: a 4-byte big-endian length, a JSON header, then the body.
 
 - request ``{"i": id, "m": method, "p": path, "q": query, "h": [[name, value], ...]}``
 - response ``{"i": id, "s": status, "h": [[name, value], ...]}``
+- internal operation ``{"i": id, "o": name, ...}``, body JSON: work no client may ask for
+  (a scheduled run is an action called without a connection), answered like a request
+  (status 200 and the JSON result, or the error's status and its RivetKit error body).
 
 The link authenticates with a token derived from ``RIVET["CLUSTER_SECRET"]`` (by
 default from ``SECRET_KEY``, which every node of a project shares); the peer
@@ -34,7 +37,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from ..exceptions import ActorStopping
+from ..exceptions import INTERNAL_ERROR_GROUP, ActorStopping, RivetError
 
 __all__ = ["AUTH_HEADER", "LINK_ROUTE", "PeerLink", "PeerLost", "PeerResponse", "cluster_token", "serve_peer"]
 
@@ -133,6 +136,14 @@ class PeerLink:
         self, method: str, route: str, headers: Sequence[tuple[str, str]], body: bytes
     ) -> PeerResponse:
         """Send one request (``route``: after the API base, with its query); the peer's answer."""
+        path, _, query = route.partition("?")
+        return await self._exchange({"m": method, "p": f"{self.path}/{path}", "q": query, "h": list(headers)}, body)
+
+    async def operation(self, name: str, fields: dict[str, Any], payload: Any) -> PeerResponse:
+        """Ask the peer for an internal operation (see :data:`OPERATIONS`); its answer."""
+        return await self._exchange({"o": name, **fields}, orjson.dumps(payload))
+
+    async def _exchange(self, header: dict[str, Any], body: bytes) -> PeerResponse:
         ws = await self._socket()
         if self.unresponsive:
             from .peers import PeerUnreachable
@@ -140,14 +151,11 @@ class PeerLink:
             raise PeerUnreachable(f"{self.url} does not answer pings")
         self._next_id += 1
         request_id = self._next_id
-        path, _, query = route.partition("?")
         future: asyncio.Future[PeerResponse] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
             try:
-                await ws.send(
-                    _frame({"i": request_id, "m": method, "p": f"{self.path}/{path}", "q": query, "h": list(headers)}, body)
-                )
+                await ws.send(_frame({"i": request_id, **header}, body))
             except ConnectionClosed as exc:
                 # Not sent (the socket was already closed): safe to send elsewhere.
                 from .peers import PeerUnreachable
@@ -256,6 +264,9 @@ async def serve_peer(
 
 async def _handle(app: Any, link_scope: dict[str, Any], data: bytes, reply: Callable[[bytes], Awaitable[None]]) -> None:
     header, body = _unframe(data)
+    if "o" in header:
+        await _operate(header, body, reply)
+        return
     scope = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -303,6 +314,50 @@ async def _handle(app: Any, link_scope: dict[str, Any], data: bytes, reply: Call
         done.set()
     with contextlib.suppress(Exception):
         await reply(_frame({"i": header["i"], "s": status, "h": headers}, b"".join(chunks)))
+
+
+async def _operate(header: dict[str, Any], body: bytes, reply: Callable[[bytes], Awaitable[None]]) -> None:
+    """Run an internal operation here and answer it (JSON result, or the error's RivetKit body)."""
+    status, answer = 200, b"null"
+    try:
+        operation = OPERATIONS.get(header["o"])
+        if operation is None:
+            raise ValueError(f"unknown peer operation {header['o']!r}")
+        answer = orjson.dumps(await operation(header, orjson.loads(body)))
+    except Exception as exc:
+        # Nodes trust each other: the error goes back whole, internal ones too (the
+        # caller records it, e.g. as a schedule's last error), and is logged here.
+        public = isinstance(exc, RivetError) and exc.public
+        if not public:
+            logger.error("Peer operation %s failed", header["o"], exc_info=exc)
+        status = exc.status_code if isinstance(exc, RivetError) else 500
+        error = {
+            "group": exc.group if isinstance(exc, RivetError) else INTERNAL_ERROR_GROUP,
+            "code": exc.code if isinstance(exc, RivetError) else "internal_error",
+            "message": exc.message if isinstance(exc, RivetError) else str(exc),
+            "public": public,
+            "type": type(exc).__name__,
+        }
+        try:
+            answer = orjson.dumps({**error, "metadata": getattr(exc, "metadata", None)})
+        except TypeError:
+            answer = orjson.dumps(error)
+    with contextlib.suppress(Exception):
+        await reply(_frame({"i": header["i"], "s": status, "h": []}, answer))
+
+
+async def _run_action(header: dict[str, Any], args: Any) -> Any:
+    """``run_action``: an action called without a connection (a scheduled run), wherever its actor lives."""
+    from ..node import get_node
+
+    node = get_node()
+    if node is None:
+        raise ActorStopping("This process hosts no actors")
+    return await node.gateway.run_action(header["a"], header["n"], list(args), hops=int(header.get("hops", 1)))
+
+
+#: Internal operations a peer may ask for over the link, by name.
+OPERATIONS: dict[str, Callable[[dict[str, Any], Any], Awaitable[Any]]] = {"run_action": _run_action}
 
 
 def _http_app() -> Any:

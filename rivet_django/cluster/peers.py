@@ -25,16 +25,18 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.typing import Subprotocol
 
 from ..client.errors import HttpRequestError
 from ..client.transport import HttpTransport
+from ..exceptions import ActorNotFound, ActorStopping, PublicError, RivetError
 from ..gateway import strip_rvt_params
 from .link import PeerResponse
 
-__all__ = ["HOPS_HEADER", "Peer", "PeerUnreachable", "Peers", "Relay", "api_base", "forwarded_route", "unreachable"]
+__all__ = ["HOPS_HEADER", "Peer", "PeerUnreachable", "Peers", "Relay", "api_base", "forwarded_route", "peer_error", "unreachable"]
 
 #: How many times an operation was forwarded already (loops end at ``MAX_HOPS``).
 HOPS_HEADER = "x-rivet-hops"
@@ -142,6 +144,14 @@ class Peer:
             raise PeerUnreachable(f"{self.address}: {exc!r}") from exc
         return PeerResponse(answer.status_code, list(answer.headers.multi_items()), answer.content)
 
+    async def run_action(self, actor_id: str, action: str, args: list[Any], hops: int) -> Any:
+        """Run an action without a connection on the peer (a scheduled run); its result."""
+        answer = await self.link.operation("run_action", {"a": actor_id, "n": action, "hops": hops}, args)
+        payload = orjson.loads(answer.content)
+        if answer.status_code == 200:
+            return payload
+        raise peer_error(answer.status_code, payload)
+
     def transport(self, hops: int, namespace: str) -> HttpTransport:
         """A client transport to this peer (structured calls of the local client)."""
         key = (hops, namespace)
@@ -224,6 +234,23 @@ class Peers:
         for peer in peers.values():
             with contextlib.suppress(Exception):
                 await peer.close()
+
+
+def peer_error(status: int, error: dict[str, Any]) -> RivetError:
+    """The exception a peer's internal operation failed with, as close to the original as the
+    caller needs: a missing actor, a move (retryable) or an error that keeps its text."""
+    group, code, message = error.get("group"), error.get("code"), str(error.get("message"))
+    if (group, code) == ("actor", "not_found"):
+        return ActorNotFound(message)
+    if group == "actor" and code in ("stopping", "lost_ownership"):
+        return ActorStopping(message)
+    exc: RivetError
+    if error.get("public"):
+        exc = PublicError(message, group=group, code=code, status_code=status, metadata=error.get("metadata"))
+    else:
+        exc = RivetError(message, group=group, code=code, status_code=status)
+    exc.remote_type = str(error.get("type") or type(exc).__name__)  # type: ignore[attr-defined]
+    return exc
 
 
 def unreachable(exc: BaseException) -> bool:

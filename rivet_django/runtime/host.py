@@ -334,6 +334,18 @@ class ActorRuntime:
                     raise
         raise NotAwake()
 
+    async def run_internal(self, actor_id: str, name: str, args: list[Any] | tuple[Any, ...] = ()) -> Any:
+        """Run an action as the actor's own internal call: no connection, no connect hooks
+        (scheduled runs). Raises ``LostOwnership`` if the actor moves meanwhile."""
+        for attempt in range(_WAKE_ATTEMPTS):
+            inst = await self.instance(actor_id)
+            try:
+                return await inst.call_action(name, args, None, conn=None)
+            except NotAwake:
+                if attempt == _WAKE_ATTEMPTS - 1:
+                    raise
+        raise NotAwake()
+
     async def _stateless_call(
         self,
         inst: ActorInstance,

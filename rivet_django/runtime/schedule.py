@@ -62,6 +62,7 @@ from . import serde
 from .instance import NotAwake
 
 if TYPE_CHECKING:
+    from ..cluster.gateway import Gateway
     from .host import ActorRuntime
     from .instance import ActorInstance
 
@@ -648,6 +649,8 @@ class Scheduler:
         self.config = config or SchedulerConfig()
         #: Channel layer on which the Celery dispatcher reaches this node (celery driver).
         self.layer = layer
+        #: The node's gateway (set by the node): runs reach actors that live elsewhere.
+        self.gateway: Gateway | None = None
         self._heap: builtins.list[tuple[float, int, str | None]] = []
         self._seq = 0
         self._wakeup: asyncio.Event | None = None
@@ -983,28 +986,23 @@ class Scheduler:
         await self._finish(record, next_due=plan.next_due, ran_at=self.clock.time())
 
     async def _call(self, record: ScheduleRecord) -> None:
-        """Wake the actor and run the action as an internal call (no connection)."""
-        args = serde.loads(record.args)
-        for _ in range(5):
-            try:
-                inst = await self.runtime.instance(record.actor_id)
-            except ActorNotFound as exc:
-                raise _ActorGone() from exc
-            except (ActorStopping, NotAwake) as exc:
-                raise _NotHere() from exc
-            try:
-                await inst.call_action(record.action, args, None, conn=None)
-                return
-            except NotAwake:
-                continue
-            except LostOwnership as exc:
-                raise _NotHere() from exc
-        raise _NotHere()
+        """Run the action as an internal call (no connection), through the node's gateway:
+        where the actor lives, this node or another one (it may have moved since the claim)."""
+        args = list(serde.loads(record.args))
+        try:
+            if self.gateway is not None:
+                await self.gateway.run_action(record.actor_id, record.action, args)
+            else:
+                await self.runtime.run_internal(record.actor_id, record.action, args)
+        except ActorNotFound as exc:
+            raise _ActorGone() from exc
+        except (ActorStopping, NotAwake, LostOwnership) as exc:
+            raise _NotHere() from exc
 
     async def _failed(self, record: ScheduleRecord, exc: BaseException, plan: RunPlan) -> None:
         self.failures += 1
         attempts = record.attempts + 1
-        error = f"{type(exc).__name__}: {exc}"[:2000]
+        error = f"{getattr(exc, 'remote_type', type(exc).__name__)}: {exc}"[:2000]
         now = self.clock.time()
         detail = not getattr(exc, "public", False)
         if attempts < record.max_attempts:

@@ -354,7 +354,9 @@ def dispatch_due(*, layer: Any = None, now: datetime | None = None, limit: int =
 
     The owner of an awake actor (its lease is live) gets the actor's schedules; a
     sleeping actor's go to a live node picked by a stable hash of the actor id, so
-    one actor's schedules land on one node. A node that does not take a run over
+    one actor's schedules land on one node. Either is only a hint: the receiving
+    node runs each through its gateway, which reaches the actor wherever it lives
+    by then (it may have woken elsewhere since this pass looked). A node that does not take a run over
     within ``DISPATCH_CLAIM_SECONDS`` (it died) loses the claim, and the next pass
     sends the run again, to a live node.
     """

@@ -47,3 +47,12 @@ class Ledger(Actor):
     def nap(self) -> None:
         """Go to sleep now (connections hibernate on this node)."""
         self.sleep()
+
+    @action
+    async def remind(self, seconds: float, name: str, *args: object) -> str:
+        """Schedule the action ``name`` ``seconds`` from now; its schedule id."""
+        return await self.schedule.after(seconds, name, *args)
+
+    @action
+    def fail(self) -> None:
+        raise ZeroDivisionError("the ledger cannot divide")
