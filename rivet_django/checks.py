@@ -38,21 +38,46 @@ def check_actors(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 @register(Tags.compatibility)
 def check_actor_databases(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """Actors' own databases are local files: warn where nodes may share the actors."""
+    from django.apps import apps
+    from django.conf import settings
     from django.db import connection
 
     from .registry import actors
 
+    messages: list[Any] = []
+    db_apps = list(rivet_settings.DB_APPS)
+    missing = [label for label in db_apps if not apps.is_installed(label) and label not in apps.app_configs]
+    if missing:
+        messages.append(
+            Error(
+                f"RIVET['DB_APPS'] names app(s) that are not installed: {', '.join(missing)}.",
+                hint="Use the app labels of installed apps whose models live in actors' databases.",
+                id="rivet_django.E011",
+            )
+        )
+    router = "rivet_django.routers.ActorDatabaseRouter"
+    if db_apps and router not in [
+        r if isinstance(r, str) else f"{type(r).__module__}.{type(r).__name__}" for r in settings.DATABASE_ROUTERS
+    ]:
+        messages.append(
+            Error(
+                "RIVET['DB_APPS'] is set but ActorDatabaseRouter is not in DATABASE_ROUTERS.",
+                hint=f'Add DATABASE_ROUTERS = ["{router}"]: it sends those models to the actor database of '
+                "`await self.db.run(fn)` and keeps their tables out of the project database.",
+                id="rivet_django.E012",
+            )
+        )
     with_db = sorted(d.name for d in actors if d.hook("on_migrate") is not None)
     if with_db and connection.vendor != "sqlite":
-        return [
+        messages.append(
             Warning(
                 f"Actors {', '.join(with_db)} keep their database (self.db) in a file on the node's disk.",
                 hint="With several nodes, an actor that moves to another node does not find its database there "
                 "(the shared-database backend is not built yet). Run one node, or keep such actors' data in state.",
                 id="rivet_django.W003",
             )
-        ]
-    return []
+        )
+    return messages
 
 
 @register(Tags.compatibility)
@@ -117,7 +142,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         major = int(redis.__version__.split(".")[0])
         config = (layers.get("default") or {}).get("CONFIG", {}) or {}
         hosts = config.get("hosts") or []
-        has_timeout_none = any(isinstance(h, dict) and "socket_timeout" in h and h["socket_timeout"] is None for h in hosts)
+        has_timeout_none = any(
+            isinstance(h, dict) and "socket_timeout" in h and h["socket_timeout"] is None for h in hosts
+        )
         if major >= 8 and not has_timeout_none:
             messages.append(
                 Error(
@@ -128,7 +155,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
     if not isinstance(rivet_settings.COMMIT_INTERVAL, (int, float)) or rivet_settings.COMMIT_INTERVAL < 0:
         messages.append(
-            Error("RIVET['COMMIT_INTERVAL'] must be a number >= 0.", hint="Seconds, e.g. 0.002.", id="rivet_django.E007")
+            Error(
+                "RIVET['COMMIT_INTERVAL'] must be a number >= 0.", hint="Seconds, e.g. 0.002.", id="rivet_django.E007"
+            )
         )
     lease = rivet_settings.LEASE_SECONDS
     if isinstance(lease, bool) or not isinstance(lease, (int, float)) or lease < 1:

@@ -18,6 +18,9 @@ DEFAULTS: dict[str, Any] = {
     "DB_DIR": None,
     # Largest an actor's own database (self.db) may grow, in bytes; None: no limit.
     "DB_MAX_SIZE": 1024**3,
+    # Django apps whose models live in actors' own databases (``await self.db.run(fn)``);
+    # needs "rivet_django.routers.ActorDatabaseRouter" in DATABASE_ROUTERS.
+    "DB_APPS": [],
     # Global inspector token; per-actor tokens are accepted too.
     "INSPECTOR_TOKEN": None,
     # "embedded" (runactors fires schedules) or "celery".

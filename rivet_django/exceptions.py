@@ -307,6 +307,18 @@ class DatabaseFull(PublicError):
     default_message = "The actor's database reached its size limit"
 
 
+class DatabaseError(PublicError):
+    """A statement on an actor's own database failed (SQL syntax, a constraint): SQLite's
+    message reaches the caller; the statement (or its transaction) changed nothing.
+
+    Raised as a subclass of the driver's own exception too (``sqlite3.IntegrityError``,
+    ``django.db.IntegrityError`` inside ``db.run``), so ``except`` clauses for those work.
+    """
+
+    code = "database_error"
+    default_message = "A statement on the actor's database failed"
+
+
 class ActorAborted(PublicError):
     """A wait (``self.queue.next``) ended because the actor started stopping; ``run`` loops may let it end them."""
 

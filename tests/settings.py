@@ -22,7 +22,9 @@ INSTALLED_APPS = [
     "rivet_django",
     "tests.testapp",
     "tests.parityapp",
+    "notes",  # demo_project/notes: Django models in actors' own databases
 ]
+DATABASE_ROUTERS = ["rivet_django.routers.ActorDatabaseRouter"]
 
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -72,6 +74,7 @@ else:
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 RIVET = {
     "SQLITE_SYNCHRONOUS": "NORMAL",
+    "DB_APPS": ["notes"],
     # Actors' own databases (self.db): one folder per test process, outside the repository.
     "DB_DIR": str(Path(tempfile.gettempdir()) / f"rivet_test_actor_dbs_{os.getpid()}"),
 }

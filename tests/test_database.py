@@ -3,6 +3,7 @@ closed at sleep, deleted at destroy."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 
@@ -38,7 +39,13 @@ async def test_the_database_survives_sleep_and_is_migrated_again_idempotently(ri
     await notes.add("one")
     await _sleep_all(rivet_node)
     assert await notes.texts() == ["one", "written in on_sleep"]
-    assert testactors.NOTES_ORDER["sleepy"] == ["on_migrate", "create_state", "create_vars", "on_migrate", "create_vars"]
+    assert testactors.NOTES_ORDER["sleepy"] == [
+        "on_migrate",
+        "create_state",
+        "create_vars",
+        "on_migrate",
+        "create_vars",
+    ]
     assert await notes.version() == 2
 
 
@@ -133,3 +140,114 @@ async def test_workflow_steps_use_the_database_and_the_body_outside_them_cannot(
                 break
     assert "db is only available inside workflow steps" in caplog.text
     assert await rivet_node.router.call_action(record.actor_id, "lines") == ["from a step"]
+
+
+# -- Django models on an actor's database (demo_project/notes) -------------------------
+
+
+def _project_tables() -> list[str]:
+    from django.db import connections
+
+    own = connections.create_connection("default")  # this thread's own connection
+    try:
+        return own.introspection.table_names()
+    finally:
+        own.close()
+
+
+async def test_django_models_live_in_each_actors_own_database(rivet_node, rivet_client):
+    alice = rivet_client.notebook.get_or_create(["alice"])
+    bob = rivet_client.notebook.get_or_create(["bob"])
+    first = await alice.add("buy milk", ["shop"])
+    assert first["id"] == 1 and first["done"] is False and first["text"] == "buy milk"
+    await alice.add("call mum", ["family", "phone"])
+    await bob.add("bob's only note")
+    assert [(n["text"], n["tags"]) for n in await alice.notes()] == [
+        ("buy milk", ["shop"]),
+        ("call mum", ["family", "phone"]),
+    ]
+    assert [n["text"] for n in await alice.notes("phone")] == ["call mum"]
+    assert [n["text"] for n in await bob.notes()] == ["bob's only note"]  # his own file, his own ids
+    assert (await alice.complete(2))["done"] is True
+    assert await alice.stats() == {"total": 2, "done": 1}
+    assert await alice.search("milk") == ["buy milk"]  # raw SQL on the same connection
+
+    # The rows are in alice's file, committed when the call returned; none in the project's database.
+    path = rivet_node.runtime.instances[await alice.resolve()].db.path
+    with sqlite3.connect(path) as other:
+        assert other.execute("SELECT text, done FROM notes_note ORDER BY id").fetchall() == [
+            ("buy milk", 0),
+            ("call mum", 1),
+        ]
+        assert ("notes", "0001_initial") in other.execute("SELECT app, name FROM django_migrations").fetchall()
+    tables = await asyncio.to_thread(_project_tables)
+    assert "rivet_django_actor" in tables and "notes_note" not in tables
+
+    # Asleep and awake again: the migrations are not run twice, the rows are there.
+    await _sleep_all(rivet_node)
+    assert await alice.stats() == {"total": 2, "done": 1}
+    assert (await alice.add("after a nap"))["id"] == 3
+
+
+async def test_model_errors_reach_the_caller_and_change_nothing(rivet_node, rivet_client):
+    alice = rivet_client.notebook.get_or_create(["errors"])
+    with pytest.raises(ActorError) as empty:
+        await alice.add("   ")
+    assert (empty.value.group, empty.value.code) == ("user", "empty_note")
+    # A duplicate tag breaks the unique constraint: the whole run (note included) is undone.
+    with pytest.raises(ActorError) as duplicate:
+        await alice.add("twice tagged", ["a", "a"])
+    assert (duplicate.value.group, duplicate.value.code) == ("actor", "database_error")
+    assert "UNIQUE constraint failed" in duplicate.value.message
+    assert await alice.notes() == []
+    with pytest.raises(ActorError) as missing:
+        await alice.complete(42)
+    assert missing.value.code == "no_such_note"
+
+
+async def test_the_orm_outside_db_run_is_a_clear_error(rivet_node):
+    from notes.models import Note
+
+    with pytest.raises(RuntimeError, match=r"notes\.Note lives in actors' own databases.*self\.db\.run"):
+        await Note.objects.acount()
+
+
+async def test_bad_sql_is_a_user_visible_error_and_changes_nothing(rivet_node, rivet_client):
+    notes = rivet_client.notes.get_or_create(["bad-sql"])
+    await notes.add("kept")
+    with pytest.raises(ActorError) as syntax:
+        await notes.run_sql("INSERT INTO notes (text VALUES ('x')")
+    assert (syntax.value.group, syntax.value.code) == ("actor", "database_error")
+    assert "syntax error" in syntax.value.message
+    with pytest.raises(ActorError) as constraint:
+        await notes.run_sql("INSERT INTO notes (text) VALUES (NULL)")
+    assert "NOT NULL constraint failed: notes.text" in constraint.value.message
+    # Caught in the actor as the driver's own exception class.
+    assert await notes.add_unique("kept") == "refused: UNIQUE constraint failed: notes.text"
+    assert await notes.add_unique("new") == "added"
+    assert await notes.texts() == ["kept", "new"]
+
+
+async def test_the_database_in_a_run_loop_a_scheduled_run_and_on_destroy(transactional_db):
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    from rivet_django.testing import ManualClock, fire_schedules, running_node
+
+    async with running_node(clock=ManualClock()) as node:
+        record, _ = await node.router.get_or_create("default", "dbChores", ["chores"])
+        actor_id = record.actor_id
+        await node.runtime.queues.send(actor_id, "lines", "first")
+        await node.router.call_action(actor_id, "later", [30, "reminder"])
+        assert await fire_schedules(node, advance=31) == 1
+        for _ in range(100):  # the run loop takes the queued message in its own time
+            lines = await node.router.call_action(actor_id, "lines", [])
+            if "queued first" in lines:
+                break
+            await asyncio.sleep(0.02)
+        assert lines == ["run started", "queued first", "scheduled reminder"]
+        path = node.runtime.instances[actor_id].db.path
+        await node.router.destroy(actor_id)
+        assert testactors.DB_CHORES_LAST["chores"] == ["run started", "queued first", "scheduled reminder"]
+        assert not path.exists()
+    await sync_to_async(connections.close_all)()

@@ -335,3 +335,13 @@ def test_actor_databases_warn_on_a_shared_database(settings, monkeypatch):
     monkeypatch.setattr(connection, "vendor", "postgresql")
     warning = next(m for m in checks.run_checks() if m.id == "rivet_django.W003")
     assert "notes" in warning.msg
+
+
+def test_db_apps_must_be_installed_and_routed(settings):
+    ids = {m.id for m in checks.run_checks()}
+    assert "rivet_django.E011" not in ids and "rivet_django.E012" not in ids  # the test settings are right
+    settings.RIVET = {"DB_APPS": ["notes", "nope"]}
+    settings.DATABASE_ROUTERS = []
+    messages = {m.id: m.msg for m in checks.run_checks()}
+    assert "nope" in messages["rivet_django.E011"] and "notes" not in messages["rivet_django.E011"]
+    assert "ActorDatabaseRouter" in messages["rivet_django.E012"]

@@ -24,6 +24,7 @@ INSTALLED_APPS = [
     "reminder",
     "worker",
     "agent",
+    "notes",
 ]
 
 MIDDLEWARE = [
@@ -63,7 +64,11 @@ DATABASES = {
 
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-RIVET = {}
+RIVET = {
+    # The notes app's models live in each notebook actor's own database (docs/database.md).
+    "DB_APPS": ["notes"],
+}
+DATABASE_ROUTERS = ["rivet_django.routers.ActorDatabaseRouter"]
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -8,6 +8,12 @@ loop; a sleeping actor holds no file and no thread.
 
 Outside ``transaction()`` each statement commits on its own before its call returns, so a
 reply sent after it (commit durability) follows a write that is on disk.
+
+The connection is Django's: the worker thread holds a ``DatabaseWrapper`` for the alias
+:attr:`ActorDatabase.alias` (in ``django.db.connections`` for that thread only, while the
+database is open), so raw SQL and the ORM (``await db.run(fn)``, models of ``RIVET["DB_APPS"]``
+routed by :class:`rivet_django.routers.ActorDatabaseRouter`) share one SQLite
+connection and one transaction.
 """
 
 from __future__ import annotations
@@ -15,17 +21,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import os
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from ..exceptions import DatabaseClosed, DatabaseFull, InvalidRequest
+from django.db import DatabaseError as DjangoDatabaseError
 
-__all__ = ["ActorDatabase", "database_path"]
+from ..exceptions import DatabaseClosed, DatabaseError, DatabaseFull, InvalidRequest
+
+__all__ = ["ALIAS_PREFIX", "ActorDatabase", "current_alias", "database_path"]
+
+T = TypeVar("T")
+
+#: Django database aliases of actor databases start with this.
+ALIAS_PREFIX = "rivet_actor_"
+
+#: In a database's worker thread: the alias of that database (for the router).
+_thread = threading.local()
+
+
+def current_alias() -> str | None:
+    """The alias of the actor database whose worker thread this is (inside ``db.run``), or None."""
+    return getattr(_thread, "alias", None)
+
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -48,6 +72,8 @@ class ActorDatabase:
     def __init__(self, path: Path, label: str, *, max_bytes: int | None = None) -> None:
         self.path = path
         self.label = label
+        #: Its Django database alias while open (``Model.objects.using(db.alias)`` inside ``run``).
+        self.alias = ALIAS_PREFIX + path.stem
         self.max_bytes = max_bytes
         self._conn: sqlite3.Connection | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -62,13 +88,23 @@ class ActorDatabase:
         self._conn = await asyncio.get_running_loop().run_in_executor(self._pool, self._connect)
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        """(Worker thread) Django's connection for this database's alias, set up."""
+        from django.db import connections
+        from django.db.utils import load_backend
+
+        # Bound to this thread only (``connections`` keeps wrappers per thread): not in
+        # ``connections.settings``, so no other thread, request or test sees the alias.
+        settings_dict = _alias_settings(self.path)
+        wrapper = load_backend(settings_dict["ENGINE"]).DatabaseWrapper(settings_dict, self.alias)
+        connections[self.alias] = wrapper
+        wrapper.ensure_connection()
+        conn: sqlite3.Connection = wrapper.connection
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
         if self.max_bytes:
             page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
             conn.execute(f"PRAGMA max_page_count = {max(1, int(self.max_bytes) // page_size)}")
+        _thread.alias = self.alias
         return conn
 
     async def close(self) -> None:
@@ -82,7 +118,7 @@ class ActorDatabase:
             return
         if conn is not None:
             with contextlib.suppress(Exception):
-                await asyncio.get_running_loop().run_in_executor(pool, _close, conn)
+                await asyncio.get_running_loop().run_in_executor(pool, _close, self.alias)
         pool.shutdown(wait=False)
 
     def close_soon(self) -> None:
@@ -94,7 +130,7 @@ class ActorDatabase:
         pool, self._pool = self._pool, None
         if pool is not None:
             if conn is not None:
-                pool.submit(_close, conn)
+                pool.submit(_close, self.alias)
             pool.shutdown(wait=False)
 
     async def delete(self) -> None:
@@ -134,20 +170,48 @@ class ActorDatabase:
         it to end. Nesting is an error (``actor.invalid_request``), not a savepoint.
         """
         if _in_transaction.get() is self:
-            raise InvalidRequest("db.transaction() is already open in this task (nested transactions are not supported)")
+            raise InvalidRequest(
+                "db.transaction() is already open in this task (nested transactions are not supported)"
+            )
         async with self._lock:
-            await self._run(_execute, "BEGIN IMMEDIATE", ())
+            # Django's atomic block on the worker thread, so ``run()`` inside joins it
+            # (the ORM's own atomic blocks become savepoints). BEGIN IMMEDIATE.
+            from django.db import transaction
+
+            block = transaction.atomic(using=self.alias)
+            await self._run(_call, block.__enter__)
             token = _in_transaction.set(self)
             try:
                 yield self
-            except BaseException:
+            except BaseException as exc:
                 with contextlib.suppress(Exception):
-                    await self._run(_execute, "ROLLBACK", ())
+                    await self._run(_call, block.__exit__, type(exc), exc, exc.__traceback__)
                 raise
             else:
-                await self._run(_execute, "COMMIT", ())
+                await self._run(_call, block.__exit__, None, None, None)
             finally:
                 _in_transaction.reset(token)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` on the database's thread, in one transaction; its result.
+
+        The ORM lives here: inside ``fn``, models of ``RIVET["DB_APPS"]`` read and write this
+        database (``Note.objects.create(...)``; ``.using(db.alias)`` is implied). Inside
+        ``transaction()`` it joins that transaction (as a savepoint); otherwise ``fn``
+        commits on its own before ``run`` returns. If ``fn`` raises, its writes are undone. Keep ``fn`` short and
+        synchronous: it holds the database while it runs.
+        """
+        return await self._statement(_run_atomic, self.alias, functools.partial(fn, *args, **kwargs))
+
+    async def migrate_models(self, *app_labels: str) -> int:
+        """Bring the tables of Django apps' models up to date in this database (default: every
+        app of ``RIVET["DB_APPS"]``) by their migrations, or from the models for an app
+        without migrations; the number of migrations applied (0 when up to date: one query)."""
+        if not app_labels:
+            from ..conf import rivet_settings
+
+            app_labels = tuple(rivet_settings.DB_APPS)
+        return await self._statement(_migrate_models, self.alias, tuple(app_labels))
 
     async def migrate(self, versions: Sequence[str]) -> int:
         """Apply the scripts past ``PRAGMA user_version`` in order, each with its version bump in
@@ -180,12 +244,14 @@ class ActorDatabase:
             with contextlib.suppress(Exception):
                 await future
             raise
-        except sqlite3.OperationalError as exc:
-            if "full" in str(exc):
+        except (sqlite3.Error, DjangoDatabaseError) as exc:
+            if isinstance(exc, (sqlite3.OperationalError, DjangoDatabaseError)) and "full" in str(exc):
                 raise DatabaseFull(
                     f"The database of {self.label} reached its size limit ({self.max_bytes} bytes) or the disk is full"
                 ) from exc
-            raise
+            if isinstance(exc, sqlite3.OperationalError) and "interrupted" in str(exc):
+                raise
+            raise _public(type(exc))(str(exc)) from exc
 
 
 def _execute(conn: sqlite3.Connection, sql: str, args: Any) -> list[dict[str, Any]]:
@@ -238,5 +304,95 @@ def _statements(script: str) -> list[str]:
     return out
 
 
-def _close(conn: sqlite3.Connection) -> None:
-    conn.close()
+_PUBLIC: dict[type[Exception], type[DatabaseError]] = {}
+
+
+def _public(kind: type[Exception]) -> type[DatabaseError]:
+    """``DatabaseError`` that is also a ``kind`` (``sqlite3.IntegrityError``...), so callers
+    see SQLite's message and ``except kind`` in actor code still catches it."""
+    public = _PUBLIC.get(kind)
+    if public is None:
+        public = _PUBLIC[kind] = type(f"Database{kind.__name__}", (DatabaseError, kind), {"__module__": __name__})
+    return public
+
+
+def _call(conn: sqlite3.Connection, fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
+def _run_atomic(conn: sqlite3.Connection, alias: str, fn: Callable[[], T]) -> T:
+    from django.db import transaction
+
+    # Inside db.transaction() this is a savepoint: fn's failure undoes only fn's writes.
+    with transaction.atomic(using=alias):
+        return fn()
+
+
+def _alias_settings(path: Path) -> dict[str, Any]:
+    """Django's settings of an actor database's alias (``DATABASES``-style, defaults filled in)."""
+    from django.db import DEFAULT_DB_ALIAS, connections
+
+    alias = {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(path),
+        # Raw SQL sees what SQLite stores (no type detection); BEGIN IMMEDIATE takes the
+        # write lock at once, so a transaction never fails half-way on "database is locked".
+        "OPTIONS": {"detect_types": 0, "transaction_mode": "IMMEDIATE"},
+    }
+    return connections.configure_settings({DEFAULT_DB_ALIAS: {"ENGINE": "django.db.backends.dummy"}, "x": alias})["x"]
+
+
+@functools.cache
+def _app_migrations(app_labels: tuple[str, ...]) -> tuple[frozenset[tuple[str, str]], frozenset[str]]:
+    """The migrations on disk of these apps, and those of them that have none (built once)."""
+    from django.db.migrations.loader import MigrationLoader
+
+    loader = MigrationLoader(None, ignore_no_migrations=True)
+    known = frozenset(key for key in loader.disk_migrations if key[0] in app_labels)
+    return known, frozenset(label for label in app_labels if label in loader.unmigrated_apps)
+
+
+def _migrate_models(conn: sqlite3.Connection, alias: str, app_labels: tuple[str, ...]) -> int:
+    from django.apps import apps
+    from django.db import connections
+    from django.db.migrations.executor import MigrationExecutor
+
+    known, unmigrated = _app_migrations(app_labels)
+    wrapper = connections[alias]
+    applied = 0
+    if known:
+        try:
+            done = {
+                (app, name)
+                for app, name in conn.execute(
+                    f"SELECT app, name FROM django_migrations WHERE app IN ({','.join('?' * len(app_labels))})",
+                    app_labels,
+                )
+            }
+        except sqlite3.OperationalError:  # no django_migrations table yet
+            done = set()
+        if not known <= done:
+            executor = MigrationExecutor(wrapper)
+            targets = [key for key in executor.loader.graph.leaf_nodes() if key[0] in app_labels]
+            plan = executor.migration_plan(targets)
+            executor.migrate(targets, plan=plan)
+            applied = len(plan)
+    if unmigrated:
+        tables = set(wrapper.introspection.table_names())
+        with wrapper.schema_editor() as editor:
+            for label in unmigrated:
+                for model in apps.get_app_config(label).get_models():
+                    if model._meta.managed and model._meta.db_table not in tables:
+                        editor.create_model(model)
+    return applied
+
+
+def _close(alias: str) -> None:
+    """(Worker thread) Close the alias's connection and forget the alias."""
+    from django.db import connections
+
+    with contextlib.suppress(Exception):
+        connections[alias].close()
+    with contextlib.suppress(Exception):
+        del connections[alias]
+    _thread.alias = None

@@ -1,6 +1,7 @@
 """Actors of the test suite; discovered through autodiscovery like a user's app."""
 
 import asyncio
+import sqlite3
 
 from rivet_django import Actor, UserError, action, event, queue
 from rivet_django.exceptions import Forbidden
@@ -1222,6 +1223,21 @@ class Notes(Actor):
         return (await self.db.execute("PRAGMA user_version"))[0]["user_version"]
 
     @action
+    async def run_sql(self, sql, *params):
+        """Any statement (bad input tests): its rows."""
+        return await self.db.execute(sql, *params)
+
+    @action
+    async def add_unique(self, text):
+        """An INSERT that a unique index may refuse, caught as sqlite3.IntegrityError."""
+        await self.db.execute("CREATE UNIQUE INDEX IF NOT EXISTS notes_text ON notes (text)")
+        try:
+            await self.db.execute("INSERT INTO notes (text) VALUES (?)", text)
+        except sqlite3.IntegrityError as exc:
+            return f"refused: {exc}"
+        return "added"
+
+    @action
     def keep(self):
         KEPT_DBS[_k(self)] = self.db
         return str(self.db.path)
@@ -1250,3 +1266,37 @@ class WfNotes(Actor):
     @action
     async def lines(self):
         return [row["line"] for row in await self.db.execute("SELECT line FROM log")]
+
+
+#: Lines DbChores.on_destroy read from its database just before it was deleted.
+DB_CHORES_LAST: dict[str, list[str]] = {}
+
+
+class DbChores(Actor):
+    """``self.db`` in a run loop, a scheduled run and on_destroy."""
+
+    queues = {"lines": queue()}
+
+    async def on_migrate(self, db):
+        await db.migrate(["CREATE TABLE log (line TEXT NOT NULL);"])
+
+    async def run(self):
+        await self.db.execute("INSERT INTO log VALUES ('run started')")
+        async for msg in self.queue.iter("lines"):
+            await self.db.execute("INSERT INTO log VALUES (?)", f"queued {msg.body}")
+
+    async def on_destroy(self):
+        rows = await self.db.execute("SELECT line FROM log ORDER BY rowid")
+        DB_CHORES_LAST[_k(self)] = [row["line"] for row in rows]
+
+    @action
+    async def later(self, seconds, line):
+        return await self.schedule.after(seconds, "write", line)
+
+    @action
+    async def write(self, line):
+        await self.db.execute("INSERT INTO log VALUES (?)", f"scheduled {line}")
+
+    @action
+    async def lines(self):
+        return [row["line"] for row in await self.db.execute("SELECT line FROM log ORDER BY rowid")]
