@@ -70,13 +70,13 @@ end
 """
 
 
-def _place(endpoint: str, keys: list[str]) -> list[str]:
+def _place(endpoint: str, keys: list[str], name: str = "counter") -> list[str]:
     """Wake ``keys`` on the node at ``endpoint`` (its first call); their actor ids."""
     ids = []
     with httpx.Client(timeout=30) as http:
         for key in keys:
             response = http.post(
-                f"{endpoint}/gateway/counter/action/increment",
+                f"{endpoint}/gateway/{name}/action/increment",
                 params={"rvt-method": "getOrCreate", "rvt-key": key},
                 json={"args": [0]},
             )

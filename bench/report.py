@@ -325,6 +325,34 @@ def build_rows(runs: dict[str, Any], sides: list[str]) -> list[dict[str, Any]]:
         rows.append(
             _row("7 Wake", "next call (awake), p50", "ms", _get(o, "second", "p50_ms"), _get(p, "second", "p50_ms"))
         )
+
+    o, p = _get(r, "w8", OURS), _get(r, "w8", PEER)
+    if o or p:
+        rows.append(
+            _row(
+                "8 Per-actor SQLite",
+                "HTTP actions/s, one INSERT each",
+                "calls/s",
+                _get(o, "db", "throughput"),
+                _get(p, "db", "throughput"),
+                note=f"ours: local file; state-only counter in the same run: {_fmt(_get(o, 'state', 'throughput'))} "
+                f"(ours) / {_fmt(_get(p, 'state', 'throughput'))} (RivetKit)",
+            )
+        )
+        rows.append(
+            _row("8 Per-actor SQLite", "p99, one INSERT each", "ms", _get(o, "db", "p99_ms"), _get(p, "db", "p99_ms"))
+        )
+        rows.append(
+            _row(
+                "8 Per-actor SQLite",
+                "shared backend actions/s (ours) vs RivetKit",
+                "calls/s",
+                _get(o, "db_shared", "throughput"),
+                _get(p, "db", "throughput"),
+                note=f"p99 {_fmt(_get(o, 'db_shared', 'p99_ms'))} ms; shared / local = "
+                f"{_pct(_ratio(_get(o, 'db_shared', 'throughput'), _get(o, 'db', 'throughput')))}",
+            )
+        )
     return rows
 
 

@@ -15,6 +15,8 @@ INSTALLED_APPS = [*INSTALLED_APPS, "bench.benchapp"]
 
 RIVET = {
     **RIVET,
-    # Per-actor SQLite files (none of the bench actors use self.db) next to the run's database.
+    # Per-actor SQLite files (workload 8's dbCounter) next to the run's database.
     "DB_DIR": os.environ.get("RIVET_BENCH_DB_DIR") or None,
+    # Workload 8 runs dbCounter on each backend of self.db ("local", "shared").
+    "DB_BACKEND": os.environ.get("RIVET_BENCH_DB_BACKEND") or None,
 }

@@ -7,6 +7,7 @@ full suite's (the issue's numbers) or ``--quick``'s (seconds, small counts).
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -509,6 +510,36 @@ def w7_wake(ctx: Context) -> dict[str, Any]:
     return per_side(ctx, "w7", body)
 
 
+def w8_database(ctx: Context) -> dict[str, Any]:
+    """Per-actor SQLite: one INSERT per HTTP action (commit durability) against state only."""
+
+    def body(server: Any) -> dict[str, Any]:
+        cfg = functools.partial(_throughput_cfg, ctx, "http")
+        timeout = _throughput_timeout(ctx)
+        res: dict[str, Any] = {"state": ctx.js("w8", server, cfg("counter", "default"), timeout)}
+        _say("state only (counter)", res["state"])
+        res["db"] = ctx.js("w8", server, cfg("dbCounter", "default"), timeout)
+        _say("INSERT per call (dbCounter)" + (", local file" if server.side == "rivet_django" else ""), res["db"])
+        if server.side == "rivet_django":
+            # The shared backend (committed WAL frames stored in the Django database, here
+            # the server's SQLite file, before each reply) on a server of its own.
+            shared = OursServer(
+                ctx.workdir / "w8-shared",
+                ctx.cores.server,
+                server=ctx.ours_server,
+                env={**ctx.ours_env, "RIVET_BENCH_DB_BACKEND": "shared"},
+            )
+            shared.start()
+            try:
+                res["db_shared"] = ctx.js("w8", shared, cfg("dbCounter", "default"), timeout)
+                _say("INSERT per call (dbCounter), shared backend", res["db_shared"])
+            finally:
+                shared.stop()
+        return res
+
+    return per_side(ctx, "w8", body)
+
+
 def _say(label: str, res: dict[str, Any], extra: str = "") -> None:
     parts = [f"    {label}:"]
     if "throughput" in res:
@@ -532,4 +563,5 @@ WORKLOADS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "w4": w4_cold,
     "w5": w5_memory,
     "w7": w7_wake,
+    "w8": w8_database,
 }

@@ -37,7 +37,7 @@ def check_actors(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 
 @register(Tags.compatibility)
 def check_actor_databases(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    """Actors' own databases are local files: warn where nodes may share the actors."""
+    """Actors' own databases: DB_APPS set up; local files where nodes may share the actors."""
     from django.apps import apps
     from django.conf import settings
     from django.db import connection
@@ -68,12 +68,12 @@ def check_actor_databases(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     with_db = sorted(d.name for d in actors if d.hook("on_migrate") is not None)
-    if with_db and connection.vendor != "sqlite":
+    if with_db and connection.vendor != "sqlite" and rivet_settings.DB_BACKEND == "local":
         messages.append(
             Warning(
                 f"Actors {', '.join(with_db)} keep their database (self.db) in a file on the node's disk.",
-                hint="With several nodes, an actor that moves to another node does not find its database there "
-                "(the shared-database backend is not built yet). Run one node, or keep such actors' data in state.",
+                hint="With several nodes, an actor that moves to another node does not find its database there. "
+                'Leave RIVET["DB_BACKEND"] unset (or "shared") to keep actors\' databases in the shared database.',
                 id="rivet_django.W003",
             )
         )
@@ -166,6 +166,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 "RIVET['LEASE_SECONDS'] must be a number >= 1.",
                 hint="Seconds; nodes renew every LEASE_SECONDS / 3. 3 to 30 suit most clusters.",
                 id="rivet_django.E009",
+            )
+        )
+    if rivet_settings.DB_BACKEND not in (None, "local", "shared"):
+        messages.append(
+            Error(
+                f"RIVET['DB_BACKEND'] is {rivet_settings.DB_BACKEND!r}.",
+                hint='Use "local", "shared" or None (shared when the Django database is not SQLite).',
+                id="rivet_django.E013",
             )
         )
     placement = rivet_settings.PLACEMENT

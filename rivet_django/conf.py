@@ -18,6 +18,11 @@ DEFAULTS: dict[str, Any] = {
     "DB_DIR": None,
     # Largest an actor's own database (self.db) may grow, in bytes; None: no limit.
     "DB_MAX_SIZE": 1024**3,
+    # Where actors' own databases are durable: "local" (a file on the node's disk),
+    # "shared" (the file is a cache; committed WAL frames are stored in the Django
+    # database before a call returns, so the actor finds them on any node), or None:
+    # "shared" when the Django database is not SQLite (a setup for several nodes).
+    "DB_BACKEND": None,
     # Django apps whose models live in actors' own databases (``await self.db.run(fn)``);
     # needs "rivet_django.routers.ActorDatabaseRouter" in DATABASE_ROUTERS.
     "DB_APPS": [],

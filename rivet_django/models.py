@@ -86,6 +86,31 @@ class ActorKV(models.Model):
         return f"{self.actor_id}:{bytes(self.key)!r}"
 
 
+class ActorDatabaseSegment(models.Model):
+    """A piece of an actor's own SQLite database (``self.db``) on the shared backend: a
+    snapshot of the file (``base``) or WAL frames committed on the owning node (``wal``),
+    each at a byte offset of its epoch (an epoch is one WAL file, from its header on)."""
+
+    actor = models.ForeignKey(Actor, on_delete=models.CASCADE, related_name="database_segments")
+    kind = models.CharField(max_length=4, choices=[("base", "base"), ("wal", "wal")])
+    epoch = models.IntegerField()
+    offset = models.BigIntegerField()
+    #: ``offset`` + the length of ``data``.
+    end = models.BigIntegerField()
+    data = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["actor", "kind", "epoch", "offset"], name="rivet_dbsegment_unique")
+        ]
+        verbose_name = _("actor database segment")
+        verbose_name_plural = _("actor database segments")
+
+    def __str__(self) -> str:
+        return f"{self.actor_id} {self.kind} {self.epoch}@{self.offset}"
+
+
 class Node(models.Model):
     """A runtime process (``runactors``) hosting actors."""
 

@@ -19,7 +19,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 SQLITE_TIMEOUT=${RIVET_SQLITE_TIMEOUT:-900}      # seconds for the whole SQLite pass
 POSTGRES_TIMEOUT=${RIVET_POSTGRES_TIMEOUT:-240}  # seconds for the PostgreSQL pass
-POSTGRES_TEST_FILES=(tests/test_storage.py tests/test_runtime.py tests/test_features.py tests/test_queues.py tests/test_schedules.py tests/test_lifecycle.py)
+POSTGRES_TEST_FILES=(tests/test_storage.py tests/test_runtime.py tests/test_features.py tests/test_queues.py tests/test_schedules.py tests/test_lifecycle.py tests/test_database.py tests/test_database_shared.py)
 
 case "${CI:-}" in
     "" | 0 | false | False | FALSE | no) IN_CI=0 ;;

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,6 +53,7 @@ class Cluster:
             "RIVET_CLUSTER_DB": self.db_name,
             "RIVET_LEASE_SECONDS": str(lease_seconds),
             "RIVET_LEDGER_DIR": str(self.ledger_dir),
+            "RIVET_CLUSTER_FOLDER": str(self.folder),
             "RIVET_LOG_LEVEL": "WARNING",
             **(env or {}),
         }
@@ -83,6 +85,7 @@ class Cluster:
         finally:
             with _admin_connection() as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> Cluster:
         try:

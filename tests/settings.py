@@ -1,10 +1,16 @@
 """Settings for the test suite. ``RIVET_TEST_DB=postgres`` runs it on PostgreSQL."""
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent
+
+# The demo's apps (``notes``) import as top-level modules, as in demo_project; pytest
+# adds the folder itself (pyproject.toml), other tools reading these settings do not.
+if str(BASE_DIR.parent / "demo_project") not in sys.path:
+    sys.path.append(str(BASE_DIR.parent / "demo_project"))
 SECRET_KEY = "tests-not-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
@@ -75,7 +81,11 @@ CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
 RIVET = {
     "SQLITE_SYNCHRONOUS": "NORMAL",
     "DB_APPS": ["notes"],
+    # RIVET_TEST_DB_BACKEND=shared runs self.db on the shared backend with SQLite too
+    # (None: "shared" on PostgreSQL, "local" on SQLite).
+    "DB_BACKEND": os.environ.get("RIVET_TEST_DB_BACKEND") or None,
     # Actors' own databases (self.db): one folder per test process, outside the repository.
-    "DB_DIR": str(Path(tempfile.gettempdir()) / f"rivet_test_actor_dbs_{os.getpid()}"),
+    # (RIVET_TEST_DB_DIR: a folder that outlives a restarted live server).
+    "DB_DIR": os.environ.get("RIVET_TEST_DB_DIR") or str(Path(tempfile.gettempdir()) / f"rivet_test_actor_dbs_{os.getpid()}"),
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -2,6 +2,7 @@
 PostgreSQL database (``RIVET_CLUSTER_DB``), with a short lease (``RIVET_LEASE_SECONDS``)."""
 
 import os
+import tempfile
 
 from tests.settings_live import *  # noqa: F403
 from tests.settings_live import INSTALLED_APPS
@@ -23,6 +24,12 @@ RIVET = {
     "PLACEMENT": os.environ.get("RIVET_PLACEMENT", "local"),
     "SCHEDULER": os.environ.get("RIVET_SCHEDULER", "embedded"),
     "SHUTDOWN_TIMEOUT": 5.0,
+    "DB_APPS": ["notes"],
+    # None: "shared" (the database is PostgreSQL); bench/database.py measures "local" too.
+    "DB_BACKEND": os.environ.get("RIVET_TEST_DB_BACKEND") or None,
+    # Each process its own disk (a node restarted after kill -9 starts with an empty one):
+    # actors' databases (shared backend, PostgreSQL) must come back from the database.
+    "DB_DIR": os.path.join(os.environ.get("RIVET_CLUSTER_FOLDER") or tempfile.gettempdir(), f"dbs-{os.getpid()}"),
 }
 
 # The Celery driver's nodes are reached over a channel layer on the local Redis

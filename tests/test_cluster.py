@@ -240,6 +240,66 @@ def _forget_redis_keys(prefix: str) -> None:
         client.close()
 
 
+def test_an_actors_own_database_moves_with_it_when_its_node_is_killed():
+    """A notebook (Django models in its own SQLite database, shared backend) takes a
+    stream of acknowledged inserts entering the other node; kill -9 its node: it wakes
+    on the survivor, whose disk never had the file, with every acknowledged row."""
+    with Cluster(2, lease_seconds=3.0) as cluster:
+        first, second = cluster.endpoints()
+
+        def add(endpoint: str, text: str) -> dict:
+            response = httpx.post(
+                f"{endpoint}/gateway/notebook/action/add",
+                params={"rvt-method": "getOrCreate", "rvt-key": "moving"},
+                json={"args": [text]},
+                timeout=20,
+            )
+            assert response.status_code == 200, response.text
+            return response.json()["output"]
+
+        add(first, "placed on n1")
+        acked: list[str] = []
+        stop = threading.Event()
+        errors: list[str] = []
+
+        def stream() -> None:
+            i = 0
+            while not stop.is_set() and i < 2000:
+                i += 1
+                try:
+                    add(second, f"row {i}")
+                    acked.append(f"row {i}")
+                except Exception as exc:  # in flight when n1 died: not acknowledged
+                    errors.append(repr(exc))
+
+        writer = threading.Thread(target=stream)
+        writer.start()
+        try:
+            deadline = time.monotonic() + 20
+            while len(acked) < 30 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            cluster.nodes[0].kill()
+            killed_at = len(acked)
+            deadline = time.monotonic() + 30
+            while len(acked) < killed_at + 30 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            writer.join(timeout=30)
+        assert len(acked) >= killed_at + 30, (len(acked), killed_at, errors[-3:], cluster.logs())
+        response = httpx.post(
+            f"{second}/gateway/notebook/action/notes",
+            params={"rvt-method": "getOrCreate", "rvt-key": "moving"},
+            json={"args": []},
+            timeout=20,
+        )
+        texts = [note["text"] for note in response.json()["output"]]
+        assert texts[0] == "placed on n1"
+        missing = set(acked) - set(texts)
+        assert not missing, f"{len(missing)} acknowledged rows lost: {sorted(missing)[:5]}"
+        assert len(texts) == len(set(texts))  # nothing stored twice
+
+
 def test_kill_rounds_lose_no_acknowledged_call_and_never_run_an_actor_twice():
     """Steady increments over 50 actors entering random nodes; kill -9 a random node
     each round (restarted under its id on a new port)."""

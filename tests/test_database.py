@@ -251,3 +251,31 @@ async def test_the_database_in_a_run_loop_a_scheduled_run_and_on_destroy(transac
         assert testactors.DB_CHORES_LAST["chores"] == ["run started", "queued first", "scheduled reminder"]
         assert not path.exists()
     await sync_to_async(connections.close_all)()
+
+
+async def test_executescript_runs_several_statements_but_not_inside_a_transaction(rivet_node, rivet_client):
+    notes = rivet_client.notes.get_or_create(["script"])
+    await notes.script(
+        "CREATE TABLE tags (name TEXT); INSERT INTO tags VALUES ('a; still a'); INSERT INTO tags VALUES ('b');"
+    )
+    assert await notes.run_sql("SELECT name FROM tags ORDER BY name") == [{"name": "a; still a"}, {"name": "b"}]
+    with pytest.raises(ActorError) as inside:
+        await notes.script_in_transaction()
+    assert inside.value.code == "invalid_request" and "executescript" in inside.value.message
+
+
+async def test_a_key_that_looks_like_a_path_never_leaves_db_dir(rivet_node, rivet_client):
+    from pathlib import Path
+
+    db_dir = Path(rivet_node.runtime.config.db_dir).resolve()
+    for key in (["../../../tmp/escape"], ["..", "etc", "passwd"], ["/abs", "C:\\x"]):
+        notes = rivet_client.notes.get_or_create(key)
+        await notes.add("inside")
+        path = Path(await notes.keep()).resolve()
+        assert path.parent == db_dir and path.name == f"{await notes.resolve()}.sqlite3"
+    assert not Path("/tmp/escape.sqlite3").exists()
+    # NUL bytes and lone surrogates are no key at all, on every database (jsonb cannot hold NUL).
+    for bad in ("nul\x00byte", "\ud800"):
+        with pytest.raises(ActorError) as refused:
+            await rivet_client.notes.get_or_create([bad]).add("x")
+        assert (refused.value.group, refused.value.code) == ("actor", "invalid_request")

@@ -328,13 +328,15 @@ def test_placement_must_be_a_policy(settings):
     assert "rivet_django.E010" not in ids and "rivet_django.E009" not in ids
 
 
-def test_actor_databases_warn_on_a_shared_database(settings, monkeypatch):
+def test_local_actor_databases_warn_on_a_shared_database(settings, monkeypatch):
     from django.db import connection
 
     assert "rivet_django.W003" not in {m.id for m in checks.run_checks()}  # SQLite: one node
     monkeypatch.setattr(connection, "vendor", "postgresql")
+    assert "rivet_django.W003" not in {m.id for m in checks.run_checks()}  # shared backend (the default there)
+    settings.RIVET = {**settings.RIVET, "DB_BACKEND": "local"}
     warning = next(m for m in checks.run_checks() if m.id == "rivet_django.W003")
-    assert "notes" in warning.msg
+    assert "notes" in warning.msg and "DB_BACKEND" in warning.hint
 
 
 def test_db_apps_must_be_installed_and_routed(settings):
@@ -345,3 +347,10 @@ def test_db_apps_must_be_installed_and_routed(settings):
     messages = {m.id: m.msg for m in checks.run_checks()}
     assert "nope" in messages["rivet_django.E011"] and "notes" not in messages["rivet_django.E011"]
     assert "ActorDatabaseRouter" in messages["rivet_django.E012"]
+
+
+def test_db_backend_must_be_local_or_shared(settings):
+    settings.RIVET = {"DB_BACKEND": "s3"}
+    assert "rivet_django.E013" in {m.id for m in checks.run_checks()}
+    settings.RIVET = {"DB_BACKEND": "shared"}
+    assert "rivet_django.E013" not in {m.id for m in checks.run_checks()}

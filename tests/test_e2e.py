@@ -441,3 +441,18 @@ def test_runserver_alone_hosts_under_a_stable_id_so_a_restart_takes_its_actors_b
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_runactors_serves_static_files_under_debug_like_runserver(tmp_path):
+    """The admin's CSS under DEBUG (django.contrib.staticfiles), not without DEBUG."""
+    import httpx
+
+    for debug, expected in (("1", 200), ("0", 404)):
+        server = LiveServer(str(tmp_path / f"db-{debug}.sqlite3"))
+        server.env["DJANGO_DEBUG"] = debug
+        with server:
+            base = server.endpoint.removesuffix("/api/rivet")
+            response = httpx.get(f"{base}/static/admin/css/base.css", timeout=10)
+            assert response.status_code == expected, (debug, response.status_code)
+            if expected == 200:
+                assert "text/css" in response.headers["content-type"]

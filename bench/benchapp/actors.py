@@ -51,3 +51,20 @@ class MemCounter(_BenchCounter):
     def go_to_sleep(self) -> bool:
         self.sleep()
         return True
+
+
+class DbCounter(Actor):
+    """Workload 8: ``increment`` inserts one row into the actor's own database (``self.db``)
+    and answers its id; the reply waits for the insert to be durable (commit durability)."""
+
+    async def on_migrate(self, db):
+        await db.migrate(["CREATE TABLE log (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL);"])
+
+    @action
+    async def increment(self, amount: int = 1) -> int:
+        rows = await self.db.execute("INSERT INTO log (amount) VALUES (?) RETURNING id", amount)
+        return rows[0]["id"]
+
+    @action(name="getCount")
+    async def get_count(self) -> int:
+        return (await self.db.query_one("SELECT count(*) AS n FROM log"))["n"]

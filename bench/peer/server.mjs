@@ -11,6 +11,7 @@
 // process; its pid is in $HOME/.rivetkit/var/engine/runtime.json) by pid.
 
 import { actor, setup } from "rivetkit";
+import { db } from "rivetkit/db";
 
 const counterActions = {
 	increment: (c, amount = 1) => {
@@ -44,7 +45,23 @@ const memCounter = actor({
 	options: { sleepTimeout: 3_600_000 },
 });
 
-export const registry = setup({ use: { counter, sleepyCounter, memCounter } });
+// Workload 8: increment inserts one row into the actor's own SQLite database (c.db).
+const dbCounter = actor({
+	db: db({
+		onMigrate: async (d) => {
+			await d.execute("CREATE TABLE IF NOT EXISTS log (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL)");
+		},
+	}),
+	actions: {
+		increment: async (c, amount = 1) => {
+			const rows = await c.db.execute("INSERT INTO log (amount) VALUES (?) RETURNING id", amount);
+			return rows[0].id;
+		},
+		getCount: async (c) => (await c.db.execute("SELECT count(*) AS n FROM log"))[0].n,
+	},
+});
+
+export const registry = setup({ use: { counter, sleepyCounter, memCounter, dbCounter } });
 
 const t0 = Date.now();
 await registry.startAndWait();

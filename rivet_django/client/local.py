@@ -81,6 +81,11 @@ class LocalTransport(Transport):
 
         return await current_gateway(host=_current_node, shared=True)
 
+    async def operate(self, call: Callable[[Gateway], Awaitable[T]]) -> T:
+        """Run ``call(gateway)`` on this process's gateway (operations the client API does
+        not name, e.g. the admin's database browser); errors become ActorError."""
+        return await self._run(call)
+
     async def _run(self, call: Callable[[Gateway], Awaitable[T]]) -> T:
         """Run ``call(gateway)`` on the gateway's loop (hopping there if needed); errors become ActorError."""
         try:

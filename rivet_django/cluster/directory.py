@@ -96,7 +96,10 @@ def node_table() -> list[dict[str, Any]]:
         row["node"]: row
         for row in Actor.objects.filter(node__isnull=False)
         .values("node")
-        .annotate(live=Count("id", filter=Q(lease_expires_at__gte=now)), expired=Count("id", filter=Q(lease_expires_at__lt=now)))
+        .annotate(
+            live=Count("id", filter=Q(lease_expires_at__gte=now)),
+            expired=Count("id", filter=Q(lease_expires_at__lt=now)),
+        )
     }
     table = []
     for node in Node.objects.order_by("id"):

@@ -159,8 +159,22 @@ class Gateway:
 
         async def remote(peer: Peer, actor_id: str | None, hops: int) -> Any:
             assert actor_id is not None
-            return await peer.run_action(actor_id, action, args, hops)
+            return await peer.operate("run_action", {"a": actor_id, "n": action, "hops": hops}, args)
 
+        return await self.on_actor(actor_id, local, remote, hops=hops)
+
+    async def database_view(self, actor_id: str, what: str, *, hops: int = 0, **view: Any) -> Any:
+        """Look inside an actor's own database where it lives (the admin's table browser;
+        ``what`` and ``view`` as :meth:`ActorRuntime.database_view` takes them)."""
+
+        async def local(runtime: ActorRuntime, actor_id: str) -> Any:
+            return await runtime.database_view(actor_id, what, **view)
+
+        async def remote(peer: Peer, _: str | None, hops: int) -> Any:
+            return await peer.operate("database_view", {"a": actor_id, "hops": hops}, {"what": what, **view})
+
+        if self.node is None:
+            return await self.forward_anywhere(remote, hops)
         return await self.on_actor(actor_id, local, remote, hops=hops)
 
     async def _placed(self, actor_id: str, hops: int) -> str:
@@ -211,9 +225,7 @@ class Gateway:
 _forwarders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Gateway] = weakref.WeakKeyDictionary()
 
 
-async def current_gateway(
-    host: Callable[[], Awaitable[LocalNode]] | None = None, *, shared: bool = False
-) -> Gateway:
+async def current_gateway(host: Callable[[], Awaitable[LocalNode]] | None = None, *, shared: bool = False) -> Gateway:
     """This process's gateway.
 
     ``runactors`` (and a process already hosting actors) answers with its node's

@@ -11,7 +11,8 @@ Frames are binary: a 4-byte big-endian length, a JSON header, then the body.
 - request ``{"i": id, "m": method, "p": path, "q": query, "h": [[name, value], ...]}``
 - response ``{"i": id, "s": status, "h": [[name, value], ...]}``
 - internal operation ``{"i": id, "o": name, ...}``, body JSON: work no client may ask for
-  (a scheduled run is an action called without a connection), answered like a request
+  (a scheduled run is an action called without a connection; the admin looks inside an
+  actor's database), answered like a request
   (status 200 and the JSON result, or the error's status and its RivetKit error body).
 
 The link authenticates with a token derived from ``RIVET["CLUSTER_SECRET"]`` (by
@@ -132,9 +133,7 @@ class PeerLink:
             assert self._ws is not None
             return self._ws
 
-    async def request(
-        self, method: str, route: str, headers: Sequence[tuple[str, str]], body: bytes
-    ) -> PeerResponse:
+    async def request(self, method: str, route: str, headers: Sequence[tuple[str, str]], body: bytes) -> PeerResponse:
         """Send one request (``route``: after the API base, with its query); the peer's answer."""
         path, _, query = route.partition("?")
         return await self._exchange({"m": method, "p": f"{self.path}/{path}", "q": query, "h": list(headers)}, body)
@@ -307,9 +306,11 @@ async def _handle(app: Any, link_scope: dict[str, Any], data: bytes, reply: Call
         await app(scope, receive, send)
     except Exception:
         logger.exception("A forwarded request failed")
-        status, headers, chunks = 500, [["content-type", "application/json"]], [
-            orjson.dumps({"group": "rivetkit", "code": "internal_error", "message": "An internal error occurred"})
-        ]
+        status, headers, chunks = (
+            500,
+            [["content-type", "application/json"]],
+            [orjson.dumps({"group": "rivetkit", "code": "internal_error", "message": "An internal error occurred"})],
+        )
     finally:
         done.set()
     with contextlib.suppress(Exception):
@@ -356,8 +357,23 @@ async def _run_action(header: dict[str, Any], args: Any) -> Any:
     return await node.gateway.run_action(header["a"], header["n"], list(args), hops=int(header.get("hops", 1)))
 
 
+async def _database_view(header: dict[str, Any], view: Any) -> Any:
+    """``database_view``: look inside an actor's own database (the admin's table browser)."""
+    from ..node import get_node
+
+    node = get_node()
+    if node is None:
+        raise ActorStopping("This process hosts no actors")
+    view = dict(view)
+    what = str(view.pop("what"))
+    return await node.gateway.database_view(header["a"], what, hops=int(header.get("hops", 1)), **view)
+
+
 #: Internal operations a peer may ask for over the link, by name.
-OPERATIONS: dict[str, Callable[[dict[str, Any], Any], Awaitable[Any]]] = {"run_action": _run_action}
+OPERATIONS: dict[str, Callable[[dict[str, Any], Any], Awaitable[Any]]] = {
+    "run_action": _run_action,
+    "database_view": _database_view,
+}
 
 
 def _http_app() -> Any:

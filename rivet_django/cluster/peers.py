@@ -36,7 +36,17 @@ from ..exceptions import ActorNotFound, ActorStopping, PublicError, RivetError
 from ..gateway import strip_rvt_params
 from .link import PeerResponse
 
-__all__ = ["HOPS_HEADER", "Peer", "PeerUnreachable", "Peers", "Relay", "api_base", "forwarded_route", "peer_error", "unreachable"]
+__all__ = [
+    "HOPS_HEADER",
+    "Peer",
+    "PeerUnreachable",
+    "Peers",
+    "Relay",
+    "api_base",
+    "forwarded_route",
+    "peer_error",
+    "unreachable",
+]
 
 #: How many times an operation was forwarded already (loops end at ``MAX_HOPS``).
 HOPS_HEADER = "x-rivet-hops"
@@ -144,9 +154,9 @@ class Peer:
             raise PeerUnreachable(f"{self.address}: {exc!r}") from exc
         return PeerResponse(answer.status_code, list(answer.headers.multi_items()), answer.content)
 
-    async def run_action(self, actor_id: str, action: str, args: list[Any], hops: int) -> Any:
-        """Run an action without a connection on the peer (a scheduled run); its result."""
-        answer = await self.link.operation("run_action", {"a": actor_id, "n": action, "hops": hops}, args)
+    async def operate(self, name: str, fields: dict[str, Any], payload: Any) -> Any:
+        """An internal operation on the peer (``link.OPERATIONS``); its result."""
+        answer = await self.link.operation(name, fields, payload)
         payload = orjson.loads(answer.content)
         if answer.status_code == 200:
             return payload
@@ -158,7 +168,11 @@ class Peer:
         transport = self._transports.get(key)
         if transport is None:
             transport = self._transports[key] = HttpTransport(
-                self.address, namespace, encoding="cbor", headers={HOPS_HEADER: str(hops)}, http_client=self._linked_http
+                self.address,
+                namespace,
+                encoding="cbor",
+                headers={HOPS_HEADER: str(hops)},
+                http_client=self._linked_http,
             )
         return transport
 

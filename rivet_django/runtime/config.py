@@ -26,6 +26,8 @@ class RuntimeConfig:
     #: Where actors' own SQLite databases live (``self.db``, local backend).
     db_dir: Path = field(default_factory=lambda: Path("rivet_actors"))
     db_max_size: int | None = 1024**3
+    #: "local" or "shared" (``RIVET["DB_BACKEND"]``, resolved).
+    db_backend: str = "local"
 
     @classmethod
     def from_settings(cls, settings: Any) -> RuntimeConfig:
@@ -44,7 +46,17 @@ class RuntimeConfig:
             shutdown_timeout=float(settings.SHUTDOWN_TIMEOUT),
             db_dir=_db_dir(settings.DB_DIR),
             db_max_size=int(settings.DB_MAX_SIZE) if settings.DB_MAX_SIZE else None,
+            db_backend=_db_backend(settings.DB_BACKEND),
         )
+
+
+def _db_backend(configured: Any) -> str:
+    """``RIVET["DB_BACKEND"]``; by default "shared" when the Django database is not SQLite."""
+    if configured:
+        return str(configured)
+    from django.db import connections
+
+    return "local" if connections["default"].vendor == "sqlite" else "shared"
 
 
 def _db_dir(configured: Any) -> Path:

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import contextvars
 import functools
-import os
 import re
 import sqlite3
 import threading
@@ -34,6 +33,7 @@ from typing import Any, TypeVar
 from django.db import DatabaseError as DjangoDatabaseError
 
 from ..exceptions import DatabaseClosed, DatabaseError, DatabaseFull, InvalidRequest
+from .replica import DatabaseReplica, committed_tail, remove_files
 
 __all__ = ["ALIAS_PREFIX", "ActorDatabase", "current_alias", "database_path"]
 
@@ -69,9 +69,13 @@ def database_path(folder: Path, actor_id: str) -> Path:
 class ActorDatabase:
     """One actor's SQLite database, used from the actor's event loop."""
 
-    def __init__(self, path: Path, label: str, *, max_bytes: int | None = None) -> None:
+    def __init__(
+        self, path: Path, label: str, *, max_bytes: int | None = None, replica: DatabaseReplica | None = None
+    ) -> None:
         self.path = path
         self.label = label
+        #: The shared backend (None: the file is the database).
+        self.replica = replica
         #: Its Django database alias while open (``Model.objects.using(db.alias)`` inside ``run``).
         self.alias = ALIAS_PREFIX + path.stem
         self.max_bytes = max_bytes
@@ -85,7 +89,18 @@ class ActorDatabase:
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rivet-actor-db")
-        self._conn = await asyncio.get_running_loop().run_in_executor(self._pool, self._connect)
+        if self.replica is not None:
+            await self.replica.restore(self.path, self._thread)
+        self._conn = await self._thread(self._connect)
+        if self.replica is not None:
+            await self.replica.opened(self.path, self._thread)
+
+    async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run file work on the database's thread (no connection involved)."""
+        pool = self._pool
+        if pool is None:
+            raise DatabaseClosed(f"The database of {self.label} is closed: the actor stopped")
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     def _connect(self) -> sqlite3.Connection:
         """(Worker thread) Django's connection for this database's alias, set up."""
@@ -101,6 +116,8 @@ class ActorDatabase:
         conn: sqlite3.Connection = wrapper.connection
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        if self.replica is not None:
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # the WAL is shipped, then compacted by snapshots
         if self.max_bytes:
             page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
             conn.execute(f"PRAGMA max_page_count = {max(1, int(self.max_bytes) // page_size)}")
@@ -111,15 +128,27 @@ class ActorDatabase:
         """Close it (the actor sleeps or lost its lease); later use raises ``DatabaseClosed``."""
         if self.closed:
             return
+        replica = self.replica
+        if replica is not None and not replica.broken and self._conn is not None:
+            # Anything committed but not stored yet (a script that failed half-way).
+            with contextlib.suppress(Exception):
+                async with self._lock:
+                    await replica.ship(self.path, self._thread, self._run)
         self.closed = True
         conn, self._conn = self._conn, None
-        pool, self._pool = self._pool, None
+        pool = self._pool
         if pool is None:
             return
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.get_running_loop().run_in_executor(pool, _close, self.alias)
-        pool.shutdown(wait=False)
+        try:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.get_running_loop().run_in_executor(pool, _close, self.alias)
+                if replica is not None:
+                    with contextlib.suppress(Exception):
+                        await replica.closed(self.path, self._thread)
+        finally:
+            self._pool = None
+            pool.shutdown(wait=False)
 
     def close_soon(self) -> None:
         """Close without waiting (the actor was dropped); later use raises ``DatabaseClosed``."""
@@ -136,9 +165,9 @@ class ActorDatabase:
     async def delete(self) -> None:
         """Close it and remove its files (the actor was destroyed)."""
         await self.close()
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(f"{self.path}{suffix}")
+        remove_files(self.path)
+        if self.replica is not None:
+            await self.replica.drop()
 
     # -- the API (``self.db``) ------------------------------------------------------------
 
@@ -189,6 +218,8 @@ class ActorDatabase:
                 raise
             else:
                 await self._run(_call, block.__exit__, None, None, None)
+                if self.replica is not None:
+                    await self.replica.ship(self.path, self._thread, self._run)
             finally:
                 _in_transaction.reset(token)
 
@@ -221,13 +252,34 @@ class ActorDatabase:
             await self._statement(_migrate_one, script, number)
         return max(current, len(versions))
 
+    # -- looking inside (admin, inspector) ---------------------------------------------------
+
+    async def tables(self) -> list[dict[str, Any]]:
+        """Its tables: ``{"name", "columns", "rows"}`` (row counts), by name."""
+        return await self._statement(_tables, "", None)  # type: ignore[no-any-return]
+
+    async def rows(self, table: str, *, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        """A page of a table's rows: ``{"table", "columns", "rows", "total"}``; values made
+        JSON-safe (bytes as ``{"$bytes": hex}``). ``actor.invalid_request`` for no such table."""
+        limit = max(0, min(int(limit), 1000))
+        return await self._statement(_rows, table, (limit, max(0, int(offset))))  # type: ignore[no-any-return]
+
     # -- plumbing -------------------------------------------------------------------------
 
     async def _statement(self, fn: Any, sql: str, args: Any) -> Any:
         if _in_transaction.get() is self:
             return await self._run(fn, sql, args)
         async with self._lock:
-            return await self._run(fn, sql, args)
+            replica = self.replica
+            if replica is None:
+                return await self._run(fn, sql, args)
+            # The statement and the read of the WAL it appended in one thread job; the
+            # frames are stored before the call returns.
+            result, (data, end, salt, restarted) = await self._run(
+                _and_tail, fn, sql, args, f"{self.path}-wal", replica.offset, replica.salt
+            )
+            await replica.ship_tail(data, end, salt, restarted, self.path, self._run)
+            return result
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         pool = self._pool
@@ -314,6 +366,53 @@ def _public(kind: type[Exception]) -> type[DatabaseError]:
     if public is None:
         public = _PUBLIC[kind] = type(f"Database{kind.__name__}", (DatabaseError, kind), {"__module__": __name__})
     return public
+
+
+def _and_tail(
+    conn: sqlite3.Connection, fn: Any, sql: Any, args: Any, wal_path: str, offset: int, salt: Any
+) -> tuple[Any, tuple[bytes, int, Any, bool]]:
+    result = fn(conn, sql, args)
+    return result, committed_tail(wal_path, offset, salt)
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _table_names(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+    )
+    return [row[0] for row in rows]
+
+
+def _tables(conn: sqlite3.Connection, _sql: str, _args: Any) -> list[dict[str, Any]]:
+    out = []
+    for name in _table_names(conn):
+        columns = [row[1] for row in conn.execute(f"PRAGMA table_info({_quoted(name)})")]
+        (count,) = conn.execute(f"SELECT count(*) FROM {_quoted(name)}").fetchone()
+        out.append({"name": name, "columns": columns, "rows": int(count)})
+    return out
+
+
+def _rows(conn: sqlite3.Connection, table: str, page: tuple[int, int]) -> dict[str, Any]:
+    # Only a name SQLite lists: nothing a caller sends becomes SQL.
+    if table not in _table_names(conn):
+        raise InvalidRequest(f"The actor's database has no table {table!r}")
+    (total,) = conn.execute(f"SELECT count(*) FROM {_quoted(table)}").fetchone()
+    cursor = conn.execute(f"SELECT * FROM {_quoted(table)} LIMIT ? OFFSET ?", page)
+    try:
+        columns = [d[0] for d in cursor.description or ()]
+        rows = [[_cell(value) for value in row] for row in cursor.fetchall()]
+    finally:
+        cursor.close()
+    return {"table": table, "columns": columns, "rows": rows, "total": int(total)}
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$bytes": bytes(value).hex()}
+    return value
 
 
 def _call(conn: sqlite3.Connection, fn: Callable[..., Any], *args: Any) -> Any:

@@ -58,6 +58,7 @@ from .database import ActorDatabase, database_path
 from .kv import ActorKV
 from .observed import StateObserver
 from .queue import enter_handler, leave_handler
+from .replica import DatabaseReplica
 from .store import ClaimedActor, StateWrite
 
 if TYPE_CHECKING:
@@ -186,9 +187,9 @@ class ActorInstance:
         #: Events made since the last commit was submitted (output gate, below).
         self._unsettled: list[tuple[Callable[[OutgoingEvent], None], OutgoingEvent]] | None = None
         #: Events waiting for their commit, in order.
-        self._outbox: list[tuple[asyncio.Future[None] | None, Callable[[OutgoingEvent], None], OutgoingEvent]] | None = (
-            None
-        )
+        self._outbox: (
+            list[tuple[asyncio.Future[None] | None, Callable[[OutgoingEvent], None], OutgoingEvent]] | None
+        ) = None
         self._observer: StateObserver | None = None
         self._kv: ActorKV | None = None
         self._log: ActorLogAdapter | None = None
@@ -291,10 +292,12 @@ class ActorInstance:
         assert claimed is not None
         if self.definition.hook("on_migrate") is not None:
             # Before create_state on creation, before create_vars on every wake (API.md).
+            shared = self.runtime.config.db_backend == "shared"
             self.db = ActorDatabase(
                 database_path(self.runtime.config.db_dir, self.actor_id),
                 f"{self.definition.name} {self.actor_id}",
                 max_bytes=self.runtime.config.db_max_size,
+                replica=DatabaseReplica(self.runtime.store, self.actor_id, self.generation) if shared else None,
             )
             await self.db.open()
             await self._call_hook("on_migrate", self.db)
@@ -550,7 +553,11 @@ class ActorInstance:
 
     def emit(self, deliver: Callable[[OutgoingEvent], None], event: OutgoingEvent) -> None:
         """``deliver(event)`` once the state changes made before it are durable, in order."""
-        if self.options.durability != "commit" or not self.definition.has_state or self.status is InstanceStatus.STOPPED:
+        if (
+            self.options.durability != "commit"
+            or not self.definition.has_state
+            or self.status is InstanceStatus.STOPPED
+        ):
             if self._outbox:
                 self._outbox.append((None, deliver, event))  # behind the events still waiting
             else:
@@ -597,9 +604,7 @@ class ActorInstance:
             return  # left for the call's end, which reports it (and drops these events)
         if data != self._submitted:
             self._submitted = data
-            self._submit(StateWrite(self.actor_id, self.generation, data)).add_done_callback(
-                self._settle_commit_done
-            )
+            self._submit(StateWrite(self.actor_id, self.generation, data)).add_done_callback(self._settle_commit_done)
         else:
             self._gate_unsettled(self._open_commit())
 

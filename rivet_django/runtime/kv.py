@@ -37,7 +37,9 @@ class ActorKV:
         if raw is None:
             raise InvalidRequest(f"KV keys are str or bytes, not {type(key).__name__}")
         if len(raw) > self._instance.runtime.config.max_kv_key_size:
-            raise InvalidRequest(f"KV key is {len(raw)} bytes; the limit is {self._instance.runtime.config.max_kv_key_size}")
+            raise InvalidRequest(
+                f"KV key is {len(raw)} bytes; the limit is {self._instance.runtime.config.max_kv_key_size}"
+            )
         return raw
 
     def _value(self, value: Any) -> bytes:
@@ -68,7 +70,9 @@ class ActorKV:
         await self.delete_many([key])
 
     async def delete_many(self, keys: Sequence[Key]) -> None:
-        await self._store.kv_delete_many(self._instance.actor_id, self._instance.generation, [self._key(k) for k in keys])
+        await self._store.kv_delete_many(
+            self._instance.actor_id, self._instance.generation, [self._key(k) for k in keys]
+        )
 
     async def list(self, prefix: Key = b"", *, limit: int | None = None) -> builtins.list[tuple[Any, Any]]:
         """Entries whose key starts with ``prefix``, in byte order of their keys."""
@@ -84,7 +88,9 @@ class ActorKV:
             self._instance.actor_id, self._instance.generation, self._key(start), self._key(end)
         )
 
-    async def _range(self, start: bytes, end: bytes | None, limit: int | None, *, as_text: bool) -> builtins.list[tuple[Any, Any]]:
+    async def _range(
+        self, start: bytes, end: bytes | None, limit: int | None, *, as_text: bool
+    ) -> builtins.list[tuple[Any, Any]]:
         rows = await self._store.kv_list_range(self._instance.actor_id, start, end, limit)
         return [(_key_out(k, as_text), serde.loads(v)) for k, v in rows]
 

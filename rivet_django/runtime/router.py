@@ -60,7 +60,14 @@ class ActorRouter:
             raise InvalidRequest("An actor key is a list of strings")
         total = 0
         for part in key:
-            size = len(part.encode())
+            # Stored as JSON text: PostgreSQL's jsonb has no NUL, and no encoding has a lone
+            # surrogate. Refused on every database alike, so a key never works on one only.
+            if "\x00" in part:
+                raise InvalidRequest("An actor key part cannot contain a NUL character")
+            try:
+                size = len(part.encode())
+            except UnicodeEncodeError:
+                raise InvalidRequest("An actor key part must be valid Unicode text (no lone surrogates)") from None
             if size > self.config.max_key_part_size:
                 raise InvalidRequest(f"A key part is {size} bytes; the limit is {self.config.max_key_part_size}")
             total += size

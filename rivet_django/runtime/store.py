@@ -75,9 +75,7 @@ class ActorStore(abc.ABC):
     async def list_by_name(self, namespace: str, name: str, limit: int = 1000) -> list[ActorRecord]: ...
 
     @abc.abstractmethod
-    async def create(
-        self, namespace: str, name: str, key: Sequence[str], input: bytes | None
-    ) -> ActorRecord:
+    async def create(self, namespace: str, name: str, key: Sequence[str], input: bytes | None) -> ActorRecord:
         """Insert a new actor; :class:`~rivet_django.exceptions.DuplicateKey` if the key is taken."""
 
     @abc.abstractmethod
@@ -111,6 +109,35 @@ class ActorStore(abc.ABC):
     @abc.abstractmethod
     async def release_node(self, node_id: str) -> None:
         """Forget a stopping node and free any lease it still holds."""
+
+    # -- actor databases, shared backend (fenced by generation) -------------------
+
+    async def db_latest(self, actor_id: str) -> tuple[int, int] | None:
+        """Where an actor's stored database ends: (epoch, end of its WAL bytes; 0 for a
+        snapshot alone), or None if nothing is stored."""
+        raise NotImplementedError("this store keeps no actor databases")
+
+    async def db_load(self, actor_id: str) -> tuple[bytes, list[tuple[int, bytes]]]:
+        """An actor's stored database: its newest snapshot, and the WAL bytes of each epoch
+        since (oldest first)."""
+        raise NotImplementedError("this store keeps no actor databases")
+
+    async def db_append(
+        self,
+        actor_id: str,
+        generation: int,
+        segments: Sequence[tuple[str, int, int, bytes]],
+        *,
+        drop_before: int | None,
+    ) -> None:
+        """Store ``(kind, epoch, offset, data)`` segments in one transaction (after dropping
+        every segment of epochs before ``drop_before``: a snapshot replaces them).
+        ``LostOwnership`` if the generation moved on."""
+        raise NotImplementedError("this store keeps no actor databases")
+
+    async def db_drop(self, actor_id: str) -> None:
+        """Forget an actor's stored database (the actor was destroyed)."""
+        raise NotImplementedError("this store keeps no actor databases")
 
     # -- KV (fenced by generation) ---------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
@@ -110,11 +111,56 @@ def _write_states(cursor: Any, writes: Sequence[StateWrite], stamp: Any) -> set[
     return {w.actor_id for w in writes if current.get(w.actor_id) != w.generation}
 
 
+@dataclass
+class _SegmentAppend:
+    actor_id: str
+    generation: int
+    segments: list[tuple[str, int, int, bytes]]
+    drop_before: int | None
+
+
+class _SegmentBatcher:
+    """Group commit of actors' database segments (the shared backend of ``self.db``):
+    appends that arrive while one transaction is being written go together in the next,
+    as the runtime's committer does for state. Each is fenced on its own."""
+
+    def __init__(self, store: DjangoActorStore) -> None:
+        self.store = store
+        self._pending: list[tuple[_SegmentAppend, asyncio.Future[None]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def append(self, item: _SegmentAppend) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._pending.append((item, future))
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._drain(), name="rivet-db-segments")
+        await future
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                fenced = await self.store.executor.run(self.store._db_append_many, [item for item, _ in batch])
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for item, future in batch:
+                if not future.done():
+                    if item.actor_id in fenced:
+                        future.set_exception(LostOwnership())
+                    else:
+                        future.set_result(None)
+
+
 class DjangoActorStore(ActorStore):
     """Actor storage in the Django database, run on a :class:`DatabaseExecutor`."""
 
     def __init__(self, executor: DatabaseExecutor | None = None, *, threads: int = 1) -> None:
         self.executor = executor or DatabaseExecutor(threads)
+        self._segment_batcher: _SegmentBatcher | None = None
 
     # -- lookups ----------------------------------------------------------------
 
@@ -178,8 +224,16 @@ class DjangoActorStore(ActorStore):
         except IntegrityError:
             raise DuplicateKey(f"Actor {name!r} with key {list(key)!r} already exists") from None
         return _record(
-            {"id": actor.id, "namespace": namespace, "name": name, "key": list(key),
-             "created_at": actor.created_at, "started_at": None, "slept_at": None, "destroyed_at": None}
+            {
+                "id": actor.id,
+                "namespace": namespace,
+                "name": name,
+                "key": list(key),
+                "created_at": actor.created_at,
+                "started_at": None,
+                "slept_at": None,
+                "destroyed_at": None,
+            }
         )
 
     async def get_or_create(
@@ -395,7 +449,9 @@ class DjangoActorStore(ActorStore):
         from ..models import Node
 
         cutoff = timezone.now() - timedelta(seconds=older_than)
-        deleted, _ = Node.objects.filter(_Q(heartbeat_at__lt=cutoff) | _Q(heartbeat_at__isnull=True, started_at__lt=cutoff)).delete()
+        deleted, _ = Node.objects.filter(
+            _Q(heartbeat_at__lt=cutoff) | _Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+        ).delete()
         return deleted
 
     # -- KV ---------------------------------------------------------------------
@@ -408,6 +464,97 @@ class DjangoActorStore(ActorStore):
         if not owned:
             raise LostOwnership()
 
+    # -- actor databases (shared backend) ----------------------------------------
+
+    async def db_latest(self, actor_id: str) -> tuple[int, int] | None:
+        return await self.executor.run(self._db_latest, actor_id)
+
+    @staticmethod
+    def _db_latest(actor_id: str) -> tuple[int, int] | None:
+        from ..models import ActorDatabaseSegment
+
+        row = (
+            ActorDatabaseSegment.objects.filter(actor_id=actor_id)
+            .order_by("-epoch", "-kind", "-offset")  # "wal" sorts after "base"
+            .values_list("kind", "epoch", "end")
+            .first()
+        )
+        if row is None:
+            return None
+        kind, epoch, end = row
+        return int(epoch), int(end) if kind == "wal" else 0
+
+    async def db_load(self, actor_id: str) -> tuple[bytes, list[tuple[int, bytes]]]:
+        return await self.executor.run(self._db_load, actor_id)
+
+    @staticmethod
+    def _db_load(actor_id: str) -> tuple[bytes, list[tuple[int, bytes]]]:
+        from ..models import ActorDatabaseSegment
+
+        with transaction.atomic():
+            rows = ActorDatabaseSegment.objects.filter(actor_id=actor_id)
+            base_epoch = rows.filter(kind="base").order_by("-epoch").values_list("epoch", flat=True).first()
+            if base_epoch is None:
+                return b"", []
+            base = b"".join(
+                bytes(data)
+                for data in rows.filter(kind="base", epoch=base_epoch).order_by("offset").values_list("data", flat=True)
+            )
+            epochs: dict[int, list[bytes]] = {}
+            wal = rows.filter(kind="wal", epoch__gte=base_epoch).order_by("epoch", "offset")
+            for epoch, data in wal.values_list("epoch", "data"):
+                epochs.setdefault(int(epoch), []).append(bytes(data))
+        return base, [(epoch, b"".join(parts)) for epoch, parts in sorted(epochs.items())]
+
+    async def db_append(
+        self,
+        actor_id: str,
+        generation: int,
+        segments: Sequence[tuple[str, int, int, bytes]],
+        *,
+        drop_before: int | None,
+    ) -> None:
+        batcher = self._segment_batcher
+        if batcher is None:
+            batcher = self._segment_batcher = _SegmentBatcher(self)
+        await batcher.append(_SegmentAppend(actor_id, generation, list(segments), drop_before))
+
+    @staticmethod
+    def _db_append_many(appends: list[_SegmentAppend]) -> set[str]:
+        """Store many actors' segments in one transaction; the actor ids found fenced."""
+        from ..models import Actor, ActorDatabaseSegment
+
+        with transaction.atomic():
+            ids = {a.actor_id for a in appends}
+            # Locks the rows: a claim by another node waits for this transaction.
+            current = dict(Actor.objects.select_for_update().filter(pk__in=ids).values_list("pk", "generation"))
+            fenced = {a.actor_id for a in appends if current.get(a.actor_id) != a.generation}
+            rows: list[Any] = []
+            for a in appends:
+                if a.actor_id in fenced:
+                    continue
+                if a.drop_before is not None:
+                    ActorDatabaseSegment.objects.filter(actor_id=a.actor_id, epoch__lt=a.drop_before).delete()
+                rows.extend(
+                    ActorDatabaseSegment(
+                        actor_id=a.actor_id, kind=kind, epoch=epoch, offset=offset, end=offset + len(data), data=data
+                    )
+                    for kind, epoch, offset, data in a.segments
+                )
+            ActorDatabaseSegment.objects.bulk_create(rows)
+        return fenced
+
+    async def db_drop(self, actor_id: str) -> None:
+        await self.executor.run(self._db_drop, actor_id)
+
+    @staticmethod
+    def _db_drop(actor_id: str) -> None:
+        from ..models import ActorDatabaseSegment
+
+        ActorDatabaseSegment.objects.filter(actor_id=actor_id).delete()
+
+    # -- KV ---------------------------------------------------------------------
+
     async def kv_get_many(self, actor_id: str, keys: Sequence[bytes]) -> list[bytes | None]:
         return await self.executor.run(self._kv_get_many, actor_id, list(keys))
 
@@ -415,7 +562,10 @@ class DjangoActorStore(ActorStore):
     def _kv_get_many(actor_id: str, keys: list[bytes]) -> list[bytes | None]:
         from ..models import ActorKV
 
-        found = {bytes(k): bytes(v) for k, v in ActorKV.objects.filter(actor_id=actor_id, key__in=keys).values_list("key", "value")}
+        found = {
+            bytes(k): bytes(v)
+            for k, v in ActorKV.objects.filter(actor_id=actor_id, key__in=keys).values_list("key", "value")
+        }
         return [found.get(k) for k in keys]
 
     async def kv_put_many(self, actor_id: str, generation: int, items: Sequence[tuple[bytes, bytes]]) -> None:

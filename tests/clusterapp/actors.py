@@ -56,3 +56,16 @@ class Ledger(Actor):
     @action
     def fail(self) -> None:
         raise ZeroDivisionError("the ledger cannot divide")
+
+
+class DbCounter(Actor):
+    """bench/database.py: ``increment`` inserts one row into the actor's own database
+    (the same actor as bench/benchapp's ``dbCounter``)."""
+
+    async def on_migrate(self, db):
+        await db.migrate(["CREATE TABLE log (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL);"])
+
+    @action
+    async def increment(self, amount: int = 1) -> int:
+        rows = await self.db.execute("INSERT INTO log (amount) VALUES (?) RETURNING id", amount)
+        return rows[0]["id"]

@@ -1223,6 +1223,15 @@ class Notes(Actor):
         return (await self.db.execute("PRAGMA user_version"))[0]["user_version"]
 
     @action
+    async def script(self, sql):
+        await self.db.executescript(sql)
+
+    @action
+    async def script_in_transaction(self):
+        async with self.db.transaction():
+            await self.db.executescript("SELECT 1;")
+
+    @action
     async def run_sql(self, sql, *params):
         """Any statement (bad input tests): its rows."""
         return await self.db.execute(sql, *params)

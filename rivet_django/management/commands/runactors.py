@@ -43,6 +43,11 @@ class Command(BaseCommand):
             action="store_true",
             help="Development: restart when a Python file of the project changes (actors are handed off cleanly).",
         )
+        parser.add_argument(
+            "--nostatic",
+            action="store_true",
+            help="Do not serve static files under DEBUG (as runserver does with django.contrib.staticfiles).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["reload"]:
@@ -54,6 +59,7 @@ class Command(BaseCommand):
         host, port = options["host"], options["port"]
         self.host, self.port, self.prefix = host, port, _api_prefix()
         self.server_name = options["server"]
+        self.serve_static = not options["nostatic"]
         self.node_id = options["node_id"] or default_node_id(port)
         self.address = _advertised_address(host, port, self.prefix)
         self.node = LocalNode(node_id=self.node_id, address=self.address)
@@ -128,7 +134,7 @@ class Command(BaseCommand):
                 super().listen_error(failure)
 
         server = RivetServer(
-            import_string(settings.ASGI_APPLICATION),
+            self.application(),
             endpoints=[f"tcp:port={self.port}:interface={self.host}"],
             signal_handlers=False,
             websocket_max_message_size=int(rivet_settings.MAX_OUTGOING_MESSAGE_SIZE),
@@ -156,6 +162,19 @@ class Command(BaseCommand):
         reactor.callWhenRunning(install)
         server.run()
 
+    def application(self) -> Any:
+        """The project's ASGI application; under DEBUG with ``django.contrib.staticfiles``
+        also serving static files (the admin's CSS), as ``runserver`` does."""
+        application = import_string(settings.ASGI_APPLICATION)
+        if self.serve_static and settings.DEBUG:
+            from django.apps import apps
+
+            if apps.is_installed("django.contrib.staticfiles"):
+                from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+                return ASGIStaticFilesHandler(application)
+        return application
+
     # -- uvicorn --------------------------------------------------------------
 
     def serve_uvicorn(self) -> None:
@@ -167,7 +186,7 @@ class Command(BaseCommand):
 
         command = self
         config = uvicorn.Config(
-            import_string(settings.ASGI_APPLICATION),
+            self.application(),
             host=self.host,
             port=self.port,
             lifespan="off",  # Channels' router does not speak lifespan; the node has its own.
