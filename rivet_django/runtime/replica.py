@@ -1,7 +1,8 @@
 """The shared backend of ``self.db``: the local file is a cache, the database is durable
 in the Django database, so an actor finds it on whichever node it wakes next.
 
-While the actor is awake its node owns the file (WAL mode, automatic checkpoints off).
+While the actor is awake its node owns the file (WAL mode, automatic checkpoints off,
+no fsync per commit: the stored segments are what is durable).
 After every statement (or transaction) that commits, the WAL frames it appended are
 read back up to the last commit frame and stored as a ``wal`` segment, fenced by the
 actor's generation, before the call returns: an acknowledged write is in the shared
@@ -106,10 +107,25 @@ def _take_marker(path: Path) -> tuple[int, int] | None:
 
 
 def _put_marker(path: Path, latest: tuple[int, int]) -> None:
+    """After a clean close: the file (written without fsyncs) is flushed to disk, then the
+    marker says it holds the stored database up to ``latest``."""
+    _fsync(path)
     marker = _marker(path)
     temporary = marker.with_name(marker.name + ".tmp")
-    temporary.write_text(f"{latest[0]} {latest[1]}")
+    with open(temporary, "w") as out:
+        out.write(f"{latest[0]} {latest[1]}")
+        out.flush()
+        os.fsync(out.fileno())
     os.replace(temporary, marker)
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _marker(path: Path) -> Path:
