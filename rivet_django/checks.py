@@ -9,7 +9,7 @@ from django.core.checks import Error, Tags, Warning, register
 from .conf import DEFAULTS, rivet_settings
 from .registry import actors
 
-__all__ = ["check_actor_databases", "check_actors", "check_settings"]
+__all__ = ["check_actor_databases", "check_actors", "check_api_docs", "check_asgi_application", "check_settings"]
 
 
 @register(Tags.compatibility)
@@ -191,3 +191,79 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 )
             )
     return messages
+
+
+@register(Tags.compatibility)
+def check_asgi_application(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """``ASGI_APPLICATION`` must send the actor WebSockets to rivet_django's consumers:
+    otherwise HTTP works and every connection hangs until the client gives up."""
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    path = getattr(settings, "ASGI_APPLICATION", None)
+    hint = (
+        "Use rivet_django.routing.application(get_asgi_application()) in your asgi.py, or include "
+        'rivet_django.routing.websocket_urlpatterns() in the URLRouter of its "websocket" protocol.'
+    )
+    if not path:
+        return [
+            Error(
+                "ASGI_APPLICATION is not set: actor WebSockets have nowhere to go.", hint=hint, id="rivet_django.E014"
+            )
+        ]
+    try:
+        application = import_string(path)
+    except Exception as exc:
+        return [Error(f"ASGI_APPLICATION {path!r} cannot be imported ({exc}).", hint=hint, id="rivet_django.E014")]
+    mapping = getattr(application, "application_mapping", None)
+    if not isinstance(mapping, dict) or "websocket" not in mapping:
+        return [
+            Error(
+                f"ASGI_APPLICATION {path!r} does not route WebSockets: actor connections (/connect, raw "
+                "WebSockets) would hang until the client's timeout.",
+                hint=hint,
+                id="rivet_django.E014",
+            )
+        ]
+    if not _routes_actor_websockets(mapping["websocket"]):
+        return [
+            Warning(
+                f"The WebSocket router of ASGI_APPLICATION {path!r} has no rivet_django routes.",
+                hint=hint,
+                id="rivet_django.W004",
+            )
+        ]
+    return []
+
+
+def _routes_actor_websockets(app: Any, depth: int = 0) -> bool:
+    """Whether an ASGI app (a router, maybe under middleware) reaches rivet_django's consumers."""
+    from .consumers import ActorConnectConsumer
+
+    if app is None or depth > 12:
+        return False
+    if getattr(app, "consumer_class", None) is ActorConnectConsumer:
+        return True
+    for route in getattr(app, "routes", None) or ():
+        if _routes_actor_websockets(getattr(route, "callback", None), depth + 1):
+            return True
+    # Middleware (AuthMiddlewareStack, OriginValidator...) wraps the router.
+    return any(
+        _routes_actor_websockets(getattr(app, name, None), depth + 1) for name in ("inner", "application", "app")
+    )
+
+
+@register(Tags.compatibility)
+def check_api_docs(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """The actor API's docs page (``/api/rivet/docs``) works offline only with ``ninja`` installed as an app."""
+    from django.apps import apps
+
+    if not apps.is_installed("ninja"):
+        return [
+            Warning(
+                "The actor API's docs page (/api/rivet/docs) loads Swagger UI from a CDN: it is blank without internet.",
+                hint='Add "ninja" to INSTALLED_APPS: django-ninja then serves Swagger UI from its own static files.',
+                id="rivet_django.W005",
+            )
+        ]
+    return []

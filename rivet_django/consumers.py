@@ -134,6 +134,7 @@ class _GatewaySocket:
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await cls(scope, send).serve(receive)
 
+        app.consumer_class = cls  # type: ignore[attr-defined]  # as Channels' as_asgi() marks its apps
         return app
 
     async def serve(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:

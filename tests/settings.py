@@ -25,6 +25,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "channels",
+    "ninja",  # the actor API's docs page serves Swagger UI from django-ninja's own static files (offline)
     "rivet_django",
     "tests.testapp",
     "tests.parityapp",

@@ -354,3 +354,26 @@ def test_db_backend_must_be_local_or_shared(settings):
     assert "rivet_django.E013" in {m.id for m in checks.run_checks()}
     settings.RIVET = {"DB_BACKEND": "shared"}
     assert "rivet_django.E013" not in {m.id for m in checks.run_checks()}
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("tests.asgi.application", None),
+        ("tests.asgi_other_ws.with_actors", None),
+        ("tests.asgi_plain.application", "rivet_django.E014"),
+        ("tests.asgi_other_ws.application", "rivet_django.W004"),
+        ("tests.nowhere.application", "rivet_django.E014"),
+    ],
+)
+def test_asgi_application_must_route_actor_websockets(settings, path, expected):
+    settings.ASGI_APPLICATION = path
+    ids = {m.id for m in checks.run_checks()} & {"rivet_django.E014", "rivet_django.W004"}
+    assert ids == ({expected} if expected else set())
+
+
+def test_api_docs_need_ninja_installed_to_work_offline(settings):
+    assert "rivet_django.W005" not in {m.id for m in checks.run_checks()}
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "ninja"]
+    warning = next(m for m in checks.run_checks() if m.id == "rivet_django.W005")
+    assert "ninja" in warning.hint

@@ -444,15 +444,52 @@ def test_runserver_alone_hosts_under_a_stable_id_so_a_restart_takes_its_actors_b
 
 
 def test_runactors_serves_static_files_under_debug_like_runserver(tmp_path):
-    """The admin's CSS under DEBUG (django.contrib.staticfiles), not without DEBUG."""
+    """The admin's CSS under DEBUG (django.contrib.staticfiles); without DEBUG only after
+    collectstatic (the demo's WhiteNoise), as a deployment would serve them."""
+    import subprocess
+    import sys
+
     import httpx
 
-    for debug, expected in (("1", 200), ("0", 404)):
-        server = LiveServer(str(tmp_path / f"db-{debug}.sqlite3"))
+    static_root = tmp_path / "static"
+    for debug, collected, expected in (("1", False, 200), ("0", False, 404), ("0", True, 200)):
+        server = LiveServer(str(tmp_path / f"db-{debug}-{collected}.sqlite3"))
         server.env["DJANGO_DEBUG"] = debug
+        server.env["RIVET_STATIC_ROOT"] = str(static_root)
+        if collected:
+            subprocess.run(
+                [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"],
+                cwd=REPO, env=server.env, check=True, timeout=120,
+            )  # fmt: skip
         with server:
             base = server.endpoint.removesuffix("/api/rivet")
             response = httpx.get(f"{base}/static/admin/css/base.css", timeout=10)
             assert response.status_code == expected, (debug, response.status_code)
             if expected == 200:
                 assert "text/css" in response.headers["content-type"]
+            if debug == "1":
+                # The API docs page loads Swagger UI from django-ninja's own files: no CDN.
+                page = httpx.get(f"{server.endpoint}/docs", timeout=10)
+                assert page.status_code == 200 and "cdn" not in page.text.lower()
+                assert "/static/ninja/swagger-ui-bundle.js" in page.text
+                bundle = httpx.get(f"{base}/static/ninja/swagger-ui-bundle.js", timeout=10)
+                assert bundle.status_code == 200 and len(bundle.content) > 100_000
+
+
+def test_the_demo_has_a_landing_page_whose_links_work(tmp_path):
+    import re
+
+    import httpx
+
+    with LiveServer(str(tmp_path / "db.sqlite3")) as server:
+        base = server.endpoint.removesuffix("/api/rivet")
+        page = httpx.get(f"{base}/", timeout=10)
+        assert page.status_code == 200
+        for title in ("Counter", "Chat", "Notes", "Reminder", "Worker", "Agent", "API docs", "Admin"):
+            assert title in page.text
+        assert "is not registered here" not in page.text  # every demo's actor is
+        links = sorted(set(re.findall(r'href="(/[^"]*)"', page.text)))
+        assert {"/chat/", "/api/rivet/docs", "/admin/"} <= set(links)
+        for link in links:
+            response = httpx.get(f"{base}{link}", timeout=10)
+            assert response.status_code in (200, 302), (link, response.status_code)

@@ -18,6 +18,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "ninja",  # the actor API's docs page serves Swagger UI from django-ninja's own static files (offline)
     "rivet_django",
     "counter",
     "chat",
@@ -25,10 +26,14 @@ INSTALLED_APPS = [
     "worker",
     "agent",
     "notes",
+    "home",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files without DEBUG, after `manage.py collectstatic` (under DEBUG runactors
+    # serves them itself, as runserver does). The actor API does not pass through here.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -75,6 +80,7 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
+STATIC_ROOT = os.environ.get("RIVET_STATIC_ROOT") or str(BASE_DIR / "staticfiles")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGGING = {
