@@ -25,6 +25,7 @@ RIVET = {
     "SCHEDULER": os.environ.get("RIVET_SCHEDULER", "embedded"),
     "SHUTDOWN_TIMEOUT": 5.0,
     "DB_APPS": ["notes"],
+    "INSPECTOR_TOKEN": "cluster-inspector",
     # None: "shared" (the database is PostgreSQL); bench/database.py measures "local" too.
     "DB_BACKEND": os.environ.get("RIVET_TEST_DB_BACKEND") or None,
     # Each process its own disk (a node restarted after kill -9 starts with an empty one):

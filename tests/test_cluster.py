@@ -139,6 +139,24 @@ def test_connections_hibernating_on_a_node_keep_their_actor_there(cluster):
     asyncio.run(main())
 
 
+def test_the_inspector_reaches_an_actor_on_another_node(cluster):
+    first, second, _ = cluster.endpoints()
+    assert _call(first, "inspected", "increment", [4])["node"] == "n1"
+    query = {"rvt-method": "get", "rvt-key": "inspected"}
+    auth = {"authorization": "Bearer cluster-inspector"}
+    state = httpx.get(f"{second}/gateway/ledger/inspector/state", params=query, headers=auth, timeout=20)
+    assert state.status_code == 200, state.text
+    assert state.json() == {"state": {"count": 4}, "isStateEnabled": True}
+    assert state.headers.get("x-rivet-forwarded") == "1"  # answered by n1, through n2
+    patched = httpx.patch(
+        f"{second}/gateway/ledger/inspector/state", params=query, headers=auth, json={"state": {"count": 40}}, timeout=20
+    )
+    assert patched.json() == {"ok": True}
+    assert _call(first, "inspected", "info")["count"] == 40
+    refused = httpx.get(f"{second}/gateway/ledger/inspector/state", params=query, timeout=20)
+    assert refused.status_code == 401 and refused.json()["code"] == "unauthorized"
+
+
 def test_processes_that_are_not_nodes_forward_and_host_nothing(cluster):
     code = (
         "from rivet_django.client import Client\n"

@@ -465,6 +465,8 @@ def test_runactors_serves_static_files_under_debug_like_runserver(tmp_path):
             base = server.endpoint.removesuffix("/api/rivet")
             response = httpx.get(f"{base}/static/admin/css/base.css", timeout=10)
             assert response.status_code == expected, (debug, response.status_code)
+            # The banner says whether the inspector is open (DEBUG, no global token).
+            assert ("Inspector:  OPEN" in server.log()) == (debug == "1"), server.log()
             if expected == 200:
                 assert "text/css" in response.headers["content-type"]
             if debug == "1":

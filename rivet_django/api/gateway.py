@@ -255,6 +255,10 @@ async def header_form_route(request: HttpRequest, route: str) -> HttpResponse:
         if request.method != "POST":
             raise MethodNotAllowed()
         return await send_queue(request, None, parts[1])
+    if parts[0] == "inspector":
+        from .inspector import inspector_route
+
+        return await inspector_route(request, None, parts[1] if len(parts) == 2 else "")
     if parts[0] == "request":
         return await raw_request(request, None, parts[1] if len(parts) == 2 else "")  # type: ignore[return-value]
     if parts[0] == "metadata" and len(parts) == 1:

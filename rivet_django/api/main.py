@@ -10,6 +10,7 @@ from ninja.errors import HttpError, ValidationError
 from ..exceptions import IncomingTooLong, InvalidRequest, RivetError
 from ..headers import header
 from .gateway import router as gateway_router
+from .inspector import router as inspector_router
 from .manager import router as manager_router
 from .responses import error_response
 
@@ -22,6 +23,7 @@ api = NinjaAPI(
     docs_url="/docs",
 )
 api.add_router("", manager_router)
+api.add_router("", inspector_router)  # before the gateway's catch-all route
 api.add_router("", gateway_router)
 
 

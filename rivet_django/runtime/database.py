@@ -268,6 +268,17 @@ class ActorDatabase:
         limit = max(0, min(int(limit), 1000))
         return await self._statement(_rows, table, (limit, max(0, int(offset))))  # type: ignore[no-any-return]
 
+    async def inspect_execute(self, sql: str, args: Any = None, *, readonly: bool = True) -> list[dict[str, Any]]:
+        """One statement from the inspector (``args``: a list for ``?``, a dict for ``:name``);
+        ``readonly`` (the default) makes SQLite refuse writes (``PRAGMA query_only``)."""
+        if not isinstance(sql, str) or not sql.strip():
+            raise InvalidRequest("sql is required")
+        if args is None:
+            args = ()
+        elif not isinstance(args, (list, dict)):
+            raise InvalidRequest("args is a list (positional parameters) or an object (named parameters)")
+        return await self._statement(_inspect_execute, sql, (args, readonly))  # type: ignore[no-any-return]
+
     # -- plumbing -------------------------------------------------------------------------
 
     async def _statement(self, fn: Any, sql: str, args: Any) -> Any:
@@ -393,10 +404,32 @@ def _table_names(conn: sqlite3.Connection) -> list[str]:
 def _tables(conn: sqlite3.Connection, _sql: str, _args: Any) -> list[dict[str, Any]]:
     out = []
     for name in _table_names(conn):
-        columns = [row[1] for row in conn.execute(f"PRAGMA table_info({_quoted(name)})")]
+        info = _execute(conn, f"PRAGMA table_info({_quoted(name)})", ())
+        foreign_keys = _execute(conn, f"PRAGMA foreign_key_list({_quoted(name)})", ())
         (count,) = conn.execute(f"SELECT count(*) FROM {_quoted(name)}").fetchone()
-        out.append({"name": name, "columns": columns, "rows": int(count)})
+        out.append(
+            {
+                "name": name,
+                "columns": [column["name"] for column in info],
+                "info": info,
+                "foreign_keys": foreign_keys,
+                "rows": int(count),
+            }
+        )
     return out
+
+
+def _inspect_execute(conn: sqlite3.Connection, sql: str, options: tuple[Any, bool]) -> list[dict[str, Any]]:
+    """One statement for the inspector; with ``readonly`` SQLite refuses any write."""
+    args, readonly = options
+    if readonly:
+        conn.execute("PRAGMA query_only = ON")
+    try:
+        rows = _execute(conn, sql, args)
+    finally:
+        if readonly:
+            conn.execute("PRAGMA query_only = OFF")
+    return [{key: _cell(value) for key, value in row.items()} for row in rows]
 
 
 def _rows(conn: sqlite3.Connection, table: str, page: tuple[int, int]) -> dict[str, Any]:

@@ -50,6 +50,7 @@ from ..exceptions import (
     LostOwnership,
     NoRequestHandler,
     RivetError,
+    StateNotEnabled,
     StateNotSerializable,
 )
 from . import serde
@@ -781,6 +782,23 @@ class ActorInstance:
         if self.status is InstanceStatus.STOPPED:
             return
         self._submit(StateWrite(self.actor_id, self.generation, self._submitted))
+
+    async def replace_state(self, value: Any) -> None:
+        """Replace the whole state from outside the actor (the inspector's PATCH): checked to
+        be serializable first (nothing changes otherwise), then committed like an action's
+        change, with ``on_state_change`` and fencing."""
+        if not self.definition.has_state:
+            raise StateNotEnabled()
+        try:
+            serde.dumps(value)
+        except serde.ValueNotSerializable as exc:
+            raise StateNotSerializable(f"The new state is not serializable: {exc.path} holds a {exc.type_name!r}") from None
+        self._begin_turn()
+        try:
+            self.assign_state(value)
+            await self._persist_changes()
+        finally:
+            self._end_turn()
 
     async def save_state(self, immediate: bool = True) -> None:
         """Persist the current state now (``immediate``) or at the next throttled save."""

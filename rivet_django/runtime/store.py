@@ -110,6 +110,10 @@ class ActorStore(abc.ABC):
     async def release_node(self, node_id: str) -> None:
         """Forget a stopping node and free any lease it still holds."""
 
+    async def inspector_token(self, actor_id: str) -> str | None:
+        """The actor's own inspector token (made when it was created)."""
+        raise NotImplementedError("this store keeps no inspector tokens")
+
     # -- actor databases, shared backend (fenced by generation) -------------------
 
     async def db_latest(self, actor_id: str) -> tuple[int, int] | None:

@@ -464,6 +464,16 @@ class DjangoActorStore(ActorStore):
         if not owned:
             raise LostOwnership()
 
+    async def inspector_token(self, actor_id: str) -> str | None:
+        return await self.executor.run(self._inspector_token, actor_id)
+
+    @staticmethod
+    def _inspector_token(actor_id: str) -> str | None:
+        from ..models import Actor
+
+        token = Actor.objects.filter(pk=actor_id).values_list("inspector_token", flat=True).first()
+        return token or None
+
     # -- actor databases (shared backend) ----------------------------------------
 
     async def db_latest(self, actor_id: str) -> tuple[int, int] | None:

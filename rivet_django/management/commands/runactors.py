@@ -272,11 +272,23 @@ class Command(BaseCommand):
             f"  Mode:       {_mode(layer)}",
             f"  Server:     {self.server_name}",
             f"  Scheduler:  {rivet_settings.SCHEDULER}; durability: {', '.join(durabilities)}",
+            f"  Inspector:  {_inspector_line()}",
             f"  Actors ({len(actors)}): {', '.join(actors.names()) or '(none registered)'}",
             f"Listening on {base} (Ctrl-C to stop)",
         ]
         self.stdout.write("\n".join(lines))
         sys.stdout.flush()
+
+
+def _inspector_line() -> str:
+    from ...conf import rivet_settings
+    from ...runtime.inspector import inspector_open
+
+    if inspector_open():
+        return "OPEN to anyone (DEBUG on, no RIVET['INSPECTOR_TOKEN']): .../gateway/{actor}/inspector/..."
+    if rivet_settings.INSPECTOR_TOKEN:
+        return "token required (RIVET['INSPECTOR_TOKEN'] or the actor's own token)"
+    return "token required (each actor's own token; no RIVET['INSPECTOR_TOKEN'] set)"
 
 
 def _advertised_address(host: str, port: int, prefix: str) -> str:

@@ -1,0 +1,263 @@
+"""The inspector: looking inside one awake actor (PROTOCOL.md section 11).
+
+Each operation runs on the node that holds the actor (the HTTP routes in
+``api/inspector.py`` go through the gateway like any call), on the awake instance
+(woken if it sleeps). Answers have RivetKit 2.3.19's field names; values are made
+JSON-safe (bytes as ``{"$bytes": hex}``).
+
+Auth is checked here, on the owner: a per-actor token (``Actor.inspector_token``,
+made when the actor is created) or ``RIVET["INSPECTOR_TOKEN"]``, compared in
+constant time; open only with ``DEBUG`` on and no global token.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import ActionNotFound, DatabaseNotEnabled, InvalidRequest, PublicError
+from . import serde
+
+if TYPE_CHECKING:
+    from .host import ActorRuntime
+    from .instance import ActorInstance
+
+__all__ = ["InspectorUnauthorized", "inspect", "inspector_open"]
+
+
+class InspectorUnauthorized(PublicError):
+    group = "inspector"
+    code = "unauthorized"
+    status_code = 401
+    default_message = "Inspector token missing or wrong"
+
+
+def inspector_open() -> bool:
+    """Whether the inspector needs no token (DEBUG on, no global token configured)."""
+    from django.conf import settings
+
+    from ..conf import rivet_settings
+
+    return bool(settings.DEBUG) and not rivet_settings.INSPECTOR_TOKEN
+
+
+async def authorize(runtime: ActorRuntime, actor_id: str, token: str | None) -> None:
+    from ..conf import rivet_settings
+
+    if inspector_open():
+        return
+    if token:
+        global_token = rivet_settings.INSPECTOR_TOKEN
+        if global_token and hmac.compare_digest(token.encode(), str(global_token).encode()):
+            return
+        own = await runtime.store.inspector_token(actor_id)  # type: ignore[attr-defined]
+        if own and hmac.compare_digest(token.encode(), own.encode()):
+            return
+    raise InspectorUnauthorized()
+
+
+async def inspect(runtime: ActorRuntime, actor_id: str, op: str, token: str | None, **args: Any) -> Any:
+    """Run inspector operation ``op`` on the actor (after checking ``token``)."""
+    await authorize(runtime, actor_id, token)
+    operation = _OPERATIONS.get(op)
+    if operation is None:
+        raise InvalidRequest(f"Unknown inspector operation {op!r}")
+    inst = await runtime.instance(actor_id)
+    return await operation(inst, **args)
+
+
+# -- operations --------------------------------------------------------------------------
+
+
+async def _summary(inst: ActorInstance) -> dict[str, Any]:
+    queue = await _queue(inst, limit=0)
+    workflow = await _workflow_history(inst)
+    return {
+        "state": _state_value(inst),
+        "isStateEnabled": inst.definition.has_state,
+        "connections": _connections(inst),
+        "rpcs": _rpcs(inst),
+        "queueSize": queue["size"],
+        "isDatabaseEnabled": inst.db is not None,
+        "isWorkflowEnabled": workflow["isWorkflowEnabled"],
+        "workflowState": workflow["workflowState"],
+        "workflowHistory": workflow["history"],
+    }
+
+
+async def _state(inst: ActorInstance) -> dict[str, Any]:
+    return {"state": _state_value(inst), "isStateEnabled": inst.definition.has_state}
+
+
+async def _patch_state(inst: ActorInstance, state: Any) -> dict[str, Any]:
+    await inst.replace_state(state)
+    return {"ok": True}
+
+
+async def _connections_op(inst: ActorInstance) -> dict[str, Any]:
+    return {"connections": _connections(inst)}
+
+
+async def _rpcs_op(inst: ActorInstance) -> dict[str, Any]:
+    return {"rpcs": _rpcs(inst)}
+
+
+async def _action(inst: ActorInstance, name: str, args: list[Any]) -> dict[str, Any]:
+    if name not in inst.definition.actions:
+        raise ActionNotFound(f"Action `{name}` was not found.")
+    # As a schedule runs it: the actor's own call, no connection, no connect hooks.
+    output = await inst.runtime.run_internal(inst.actor_id, name, args)
+    return {"output": json_safe(output)}
+
+
+async def _queue(inst: ActorInstance, limit: int = 100) -> dict[str, Any]:
+    stored = await inst.runtime.queues.store.load(inst.actor_id)
+    limit = limit if limit > 0 else 0
+    return {
+        "size": len(stored),
+        "maxSize": _queue_max_size(inst),
+        "truncated": len(stored) > limit,
+        "messages": [
+            {"id": str(m.id), "name": m.name, "createdAtMs": int(m.created_at.timestamp() * 1000)}
+            for m in stored[:limit]
+        ],
+    }
+
+
+async def _workflow_history(inst: ActorInstance) -> dict[str, Any]:
+    from ..workflow import _WorkflowMethod
+
+    enabled = isinstance(inst.definition.hook("run"), _WorkflowMethod)
+    if not enabled:
+        return {"history": None, "workflowState": None, "isWorkflowEnabled": False}
+    from ..storage.workflows import DjangoWorkflowStore
+
+    records = await DjangoWorkflowStore(inst.runtime.store.executor).load(inst.actor_id)  # type: ignore[attr-defined]
+    from ..workflow import END_LOCATION
+
+    entries = [
+        {
+            "location": location,
+            "kind": record.kind,
+            "status": record.status,
+            "output": json_safe(serde.loads(record.output)) if record.output is not None else None,
+            "error": record.error or None,
+            "attempts": record.attempts,
+        }
+        for location, record in records.items()
+        if location != END_LOCATION
+    ]
+    # The workflow's end ("/end": completed or failed) is recorded; otherwise it runs or waits.
+    end = records.get(END_LOCATION)
+    state = end.status if end is not None else ("running" if entries else "pending")
+    return {"history": {"entries": entries}, "workflowState": state, "isWorkflowEnabled": True}
+
+
+async def _traces(inst: ActorInstance, **_: Any) -> dict[str, Any]:
+    # RivetKit 2.3.19's native runtime answers the same: no span buffer yet.
+    return {"otlp": [], "clamped": False}
+
+
+async def _database_schema(inst: ActorInstance) -> dict[str, Any]:
+    db = _database(inst)
+    tables = await db.tables()
+    return {
+        "schema": {
+            "tables": [
+                {
+                    "table": {"schema": "main", "name": t["name"], "type": "table"},
+                    "columns": t["info"],
+                    "foreignKeys": t["foreign_keys"],
+                    "records": t["rows"],
+                }
+                for t in tables
+            ]
+        }
+    }
+
+
+async def _database_rows(inst: ActorInstance, table: str, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+    page = await _database(inst).rows(table, limit=min(max(limit, 0), 500), offset=max(offset, 0))
+    return {"rows": [dict(zip(page["columns"], row, strict=True)) for row in page["rows"]]}
+
+
+async def _database_execute(inst: ActorInstance, sql: str, args: Any = None, readonly: bool = True) -> dict[str, Any]:
+    rows = await _database(inst).inspect_execute(sql, args, readonly=readonly)
+    return {"rows": json_safe(rows)}
+
+
+_OPERATIONS: dict[str, Callable[..., Awaitable[Any]]] = {
+    "summary": _summary,
+    "state": _state,
+    "patch_state": _patch_state,
+    "connections": _connections_op,
+    "rpcs": _rpcs_op,
+    "action": _action,
+    "queue": _queue,
+    "workflow_history": _workflow_history,
+    "traces": _traces,
+    "database_schema": _database_schema,
+    "database_rows": _database_rows,
+    "database_execute": _database_execute,
+}
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _state_value(inst: ActorInstance) -> Any:
+    if not inst.definition.has_state:
+        return None
+    return json_safe(serde.loads(serde.dumps(inst.state)))  # a plain copy (observed containers unwrapped)
+
+
+def _connections(inst: ActorInstance) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": None,
+            "id": conn.id,
+            "details": {
+                "type": None,
+                "params": json_safe(conn.params),
+                "stateEnabled": True,
+                "state": json_safe(conn.state),
+                "subscriptions": len(conn.subscriptions),
+                "isHibernatable": conn.transport == "websocket",
+            },
+        }
+        for conn in inst.conns.values()
+    ]
+
+
+def _rpcs(inst: ActorInstance) -> list[str]:
+    return sorted(inst.definition.actions)
+
+
+def _queue_max_size(inst: ActorInstance) -> int | None:
+    sizes = [spec.max_size for spec in (getattr(inst.definition, "queues", None) or {}).values()]
+    known = [size for size in sizes if size is not None]
+    return sum(known) if known and len(known) == len(sizes) else None
+
+
+def _database(inst: ActorInstance) -> Any:
+    if inst.db is None:
+        raise DatabaseNotEnabled()
+    return inst.db
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with only JSON types: bytes as ``{"$bytes": hex}``, dates as ISO strings,
+    sets as lists, anything else as its ``repr``."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$bytes": bytes(value).hex()}
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    return repr(value)
