@@ -2,9 +2,9 @@
 
 State is shown as pretty JSON. Changing actors goes through the runtime, never
 behind its back, so these admins do not allow adding, editing or deleting rows.
-An actor's own database (``self.db``) is read through the runtime too, wherever
-the actor lives (``Gateway.database_view``): its tables with row counts, and their
-rows a page at a time.
+Looking inside a live actor and operating it (its database, its state, its
+actions, sleep, wake, destroy) goes through the runtime wherever the actor lives:
+:mod:`rivet_django.console` has those views.
 """
 
 from __future__ import annotations
@@ -12,33 +12,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
+from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from .client.errors import ActorError
-from .models import Actor, ActorKV, Node
+from . import console
+from .models import Actor, ActorKV, ActorQueueMessage, ActorSchedule, Node, WorkflowEntry
 from .runtime import serde
-
-
-def _database_view(actor_id: str, what: str, **view: Any) -> Any:
-    """The runtime's look inside an actor's database, through this process's gateway."""
-    from .client.local import LocalTransport
-
-    return async_to_sync(LocalTransport().operate)(lambda gateway: gateway.database_view(actor_id, what, **view))
-
-
-def _cell_text(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, dict) and "$bytes" in value:
-        return f"<{len(value['$bytes']) // 2} bytes>"
-    text = str(value)
-    return text if len(text) <= 200 else text[:200] + "…"
 
 
 def _pretty(data: bytes | memoryview | None) -> str:
@@ -91,9 +73,57 @@ class ActorKVInline(admin.TabularInline):  # type: ignore[type-arg]
         return format_html("<pre>{}</pre>", _pretty(obj.value))
 
 
+class _ReadOnlyInline(admin.TabularInline):  # type: ignore[type-arg]
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.fields
+
+
+class ScheduleInline(_ReadOnlyInline):
+    model = ActorSchedule
+    fields = ("name", "kind", "action", "due_at", "cron", "interval", "attempts", "last_error", "last_run_at")
+    ordering = ("due_at",)
+
+
+class QueueMessageInline(_ReadOnlyInline):
+    model = ActorQueueMessage
+    verbose_name_plural = "queue messages (not completed)"
+    fields = ("id", "name", "body_pretty", "created_at", "attempts", "waiting")
+    ordering = ("id",)
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return super().get_queryset(request).filter(completed_at__isnull=True)
+
+    @admin.display(description="body")
+    def body_pretty(self, obj: ActorQueueMessage) -> str:
+        return format_html("<pre>{}</pre>", _pretty(obj.body))
+
+
+class WorkflowEntryInline(_ReadOnlyInline):
+    model = WorkflowEntry
+    verbose_name_plural = "workflow history"
+    fields = ("location", "kind", "status", "attempts", "error")
+    ordering = ("id",)
+
+
 @admin.register(Actor)
 class ActorAdmin(ReadOnlyAdmin):
-    list_display = ("name", "key", "namespace", "status_now", "node", "last_active_at", "state_bytes", "id")
+    list_display = (
+        "name",
+        "key",
+        "namespace",
+        "status_now",
+        "node",
+        "queue_size",
+        "schedule_count",
+        "last_active_at",
+        "state_bytes",
+        "id",
+    )
     list_filter = ("status", "name", "namespace")
     search_fields = ("name", "key", "id")
     ordering = ("-last_active_at",)
@@ -113,64 +143,86 @@ class ActorAdmin(ReadOnlyAdmin):
         "destroyed_at",
         "state_pretty",
         "input_pretty",
+        "operate_link",
         "database_link",
     )
     fields = readonly_fields
-    inlines = [ActorKVInline]
+    inlines = [ActorKVInline, ScheduleInline, QueueMessageInline, WorkflowEntryInline]
 
-    #: Rows per page of the database browser.
-    rows_per_page = 50
+    actions = ["sleep_actors", "destroy_actors"]
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                queued=Count("queue_messages", filter=Q(queue_messages__completed_at__isnull=True), distinct=True),
+                scheduled=Count("schedules", distinct=True),
+            )
+        )
 
     def get_urls(self) -> list[Any]:
-        view = self.admin_site.admin_view(self.database_view)
         info = self.opts.app_label, self.opts.model_name
-        return [path("<str:object_id>/database/", view, name="{}_{}_database".format(*info)), *super().get_urls()]
+        views = [
+            ("database", console.database_view),
+            ("operate", console.operate_view),
+            ("destroy", console.destroy_view),
+        ]
+        urls = [
+            path(
+                f"<str:object_id>/{name}/",
+                self.admin_site.admin_view(self._bound(view)),
+                name="{}_{}_{}".format(*info, name),
+            )
+            for name, view in views
+        ]
+        return [*urls, *super().get_urls()]
+
+    def _bound(self, view: Any) -> Any:
+        def bound(request: HttpRequest, object_id: str) -> HttpResponse:
+            return view(self, request, object_id)  # type: ignore[no-any-return]
+
+        return bound
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        if not console.can_operate(request):
+            actions.pop("sleep_actors", None)
+            actions.pop("destroy_actors", None)
+        return actions
+
+    @admin.action(description="Put the selected actors to sleep")
+    def sleep_actors(self, request: HttpRequest, queryset: Any) -> None:
+        console.sleep_many(self, request, queryset)
+
+    @admin.action(description="Destroy the selected actors…")
+    def destroy_actors(self, request: HttpRequest, queryset: Any) -> HttpResponse | None:
+        return console.destroy_many(self, request, queryset)
+
+    @admin.display(description="queued", ordering="queued")
+    def queue_size(self, obj: Actor) -> int:
+        return int(getattr(obj, "queued", 0))
+
+    @admin.display(description="schedules", ordering="scheduled")
+    def schedule_count(self, obj: Actor) -> int:
+        return int(getattr(obj, "scheduled", 0))
+
+    @admin.display(description="live")
+    def operate_link(self, obj: Actor) -> str:
+        if obj.destroyed_at is not None:
+            return "— (destroyed)"
+        url = reverse("admin:rivet_django_actor_operate", args=[obj.pk])
+        return format_html('<a href="{}">Open the console</a> (state, connections, actions; wakes the actor)', url)
 
     @admin.display(description="database")
     def database_link(self, obj: Actor) -> str:
         from .registry import actors
 
-        definition = actors.get(obj.name)
+        definition = actors.get(obj.name) if obj.name in actors.names() else None
         if definition is None or definition.hook("on_migrate") is None:
             return "— (no on_migrate: the actor has no database)"
         url = reverse("admin:rivet_django_actor_database", args=[obj.pk])
         return format_html('<a href="{}">Browse its tables</a> (wakes the actor)', url)
-
-    def database_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """Its tables with row counts, or (``?table=``) a page of one table's rows. Read-only."""
-        obj = self.get_object(request, object_id)
-        if obj is None:
-            raise Http404("No such actor")
-        if not self.has_view_permission(request, obj):
-            raise PermissionDenied
-        table = request.GET.get("table") or None
-        try:
-            page = max(1, int(request.GET.get("page", "1")))
-        except ValueError:
-            page = 1
-        context: dict[str, Any] = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "original": obj,
-            "title": f"Database of {obj}",
-            "table": table,
-            "page": page,
-        }
-        try:
-            if table is None:
-                context["tables"] = _database_view(obj.pk, "tables")
-            else:
-                limit = self.rows_per_page
-                view = _database_view(obj.pk, "rows", table=table, limit=limit, offset=(page - 1) * limit)
-                context["view"] = view
-                context["cells"] = [[_cell_text(value) for value in row] for row in view["rows"]]
-                context["previous_page"] = page - 1 if page > 1 else None
-                context["next_page"] = page + 1 if page * limit < view["total"] else None
-        except ActorError as exc:
-            # A user-facing error (no such table, the actor is gone or moving); internal
-            # ones reach here masked (the node that ran them logged them).
-            context["error"] = f"{exc.group}.{exc.code}: {exc.message}"
-        return TemplateResponse(request, "admin/rivet_django/actor/database.html", context)
 
     @admin.display(description="status", ordering="status")
     def status_now(self, obj: Actor) -> str:

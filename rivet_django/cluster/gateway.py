@@ -163,15 +163,17 @@ class Gateway:
 
         return await self.on_actor(actor_id, local, remote, hops=hops)
 
-    async def database_view(self, actor_id: str, what: str, *, hops: int = 0, **view: Any) -> Any:
-        """Look inside an actor's own database where it lives (the admin's table browser;
-        ``what`` and ``view`` as :meth:`ActorRuntime.database_view` takes them)."""
+    async def inspect(self, actor_id: str, op: str, *, hops: int = 0, **args: Any) -> Any:
+        """An inspector operation (:mod:`rivet_django.runtime.inspector`) on the actor where it
+        lives, for a caller authorized already (the admin's staff user): no token."""
 
         async def local(runtime: ActorRuntime, actor_id: str) -> Any:
-            return await runtime.database_view(actor_id, what, **view)
+            from ..runtime.inspector import inspect
+
+            return await inspect(runtime, actor_id, op, None, trusted=True, **args)
 
         async def remote(peer: Peer, _: str | None, hops: int) -> Any:
-            return await peer.operate("database_view", {"a": actor_id, "hops": hops}, {"what": what, **view})
+            return await peer.operate("inspect", {"a": actor_id, "hops": hops}, {"op": op, **args})
 
         if self.node is None:
             return await self.forward_anywhere(remote, hops)

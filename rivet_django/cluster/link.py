@@ -11,8 +11,8 @@ Frames are binary: a 4-byte big-endian length, a JSON header, then the body.
 - request ``{"i": id, "m": method, "p": path, "q": query, "h": [[name, value], ...]}``
 - response ``{"i": id, "s": status, "h": [[name, value], ...]}``
 - internal operation ``{"i": id, "o": name, ...}``, body JSON: work no client may ask for
-  (a scheduled run is an action called without a connection; the admin looks inside an
-  actor's database), answered like a request
+  (a scheduled run is an action called without a connection; the admin's inspector
+  operations), answered like a request
   (status 200 and the JSON result, or the error's status and its RivetKit error body).
 
 The link authenticates with a token derived from ``RIVET["CLUSTER_SECRET"]`` (by
@@ -357,22 +357,22 @@ async def _run_action(header: dict[str, Any], args: Any) -> Any:
     return await node.gateway.run_action(header["a"], header["n"], list(args), hops=int(header.get("hops", 1)))
 
 
-async def _database_view(header: dict[str, Any], view: Any) -> Any:
-    """``database_view``: look inside an actor's own database (the admin's table browser)."""
+async def _inspect(header: dict[str, Any], payload: Any) -> Any:
+    """``inspect``: an inspector operation for an authorized caller (the admin), where the actor lives."""
     from ..node import get_node
 
     node = get_node()
     if node is None:
         raise ActorStopping("This process hosts no actors")
-    view = dict(view)
-    what = str(view.pop("what"))
-    return await node.gateway.database_view(header["a"], what, hops=int(header.get("hops", 1)), **view)
+    args = dict(payload)
+    op = str(args.pop("op"))
+    return await node.gateway.inspect(header["a"], op, hops=int(header.get("hops", 1)), **args)
 
 
 #: Internal operations a peer may ask for over the link, by name.
 OPERATIONS: dict[str, Callable[[dict[str, Any], Any], Awaitable[Any]]] = {
     "run_action": _run_action,
-    "database_view": _database_view,
+    "inspect": _inspect,
 }
 
 

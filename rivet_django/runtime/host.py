@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import ActorGone, ActorNotFound, ActorStopping, DatabaseClosed
+from ..exceptions import ActorGone, ActorNotFound, ActorStopping
 from .committer import GroupCommitter
 from .config import Clock, RuntimeConfig
 from .conn import Conn, ConnSink, OutgoingEvent
@@ -344,28 +344,6 @@ class ActorRuntime:
             try:
                 return await inst.call_action(name, args, None, conn=None)
             except NotAwake:
-                if attempt == _WAKE_ATTEMPTS - 1:
-                    raise
-        raise NotAwake()
-
-    async def database_view(
-        self, actor_id: str, what: str, *, table: str | None = None, limit: int = 50, offset: int = 0
-    ) -> Any:
-        """Look inside an actor's own database (waking it): ``what`` "tables" or "rows"."""
-        from ..exceptions import DatabaseNotEnabled, InvalidRequest
-
-        for attempt in range(_WAKE_ATTEMPTS):
-            inst = await self.instance(actor_id)
-            db = inst.db
-            if db is None:
-                raise DatabaseNotEnabled()
-            try:
-                if what == "tables":
-                    return await db.tables()
-                if what == "rows" and table is not None:
-                    return await db.rows(table, limit=limit, offset=offset)
-                raise InvalidRequest(f"Unknown database view {what!r}")
-            except DatabaseClosed:  # it went to sleep meanwhile
                 if attempt == _WAKE_ATTEMPTS - 1:
                     raise
         raise NotAwake()

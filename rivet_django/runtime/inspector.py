@@ -58,14 +58,44 @@ async def authorize(runtime: ActorRuntime, actor_id: str, token: str | None) -> 
     raise InspectorUnauthorized()
 
 
-async def inspect(runtime: ActorRuntime, actor_id: str, op: str, token: str | None, **args: Any) -> Any:
-    """Run inspector operation ``op`` on the actor (after checking ``token``)."""
-    await authorize(runtime, actor_id, token)
+async def inspect(
+    runtime: ActorRuntime, actor_id: str, op: str, token: str | None, *, trusted: bool = False, **args: Any
+) -> Any:
+    """Run inspector operation ``op`` on the actor, after checking ``token`` (``trusted``:
+    the caller was authorized already, e.g. a staff user of the admin, on any node)."""
+    if not trusted:
+        await authorize(runtime, actor_id, token)
+    if op in _WITHOUT_WAKING:
+        return await _WITHOUT_WAKING[op](runtime, actor_id, **args)
     operation = _OPERATIONS.get(op)
     if operation is None:
         raise InvalidRequest(f"Unknown inspector operation {op!r}")
     inst = await runtime.instance(actor_id)
     return await operation(inst, **args)
+
+
+async def _sleep(runtime: ActorRuntime, actor_id: str) -> dict[str, Any]:
+    """Put the actor to sleep now (its stop sequence, final flush included); asleep already: nothing."""
+    inst = runtime.instances.get(actor_id)
+    if inst is not None:
+        await inst.stop()
+    return {"ok": True}
+
+
+async def _destroy(runtime: ActorRuntime, actor_id: str) -> dict[str, Any]:
+    """Destroy the actor (``on_destroy``, then its state, KV, schedules and database are gone)."""
+    from ..node import get_node
+    from .router import ActorRouter
+
+    node = get_node()
+    router = node.router if node is not None and node.runtime is runtime else ActorRouter(runtime)
+    await router.destroy(actor_id)
+    return {"ok": True}
+
+
+async def _wake(runtime: ActorRuntime, actor_id: str) -> dict[str, Any]:
+    await runtime.instance(actor_id)
+    return {"ok": True}
 
 
 # -- operations --------------------------------------------------------------------------
@@ -202,6 +232,10 @@ _OPERATIONS: dict[str, Callable[..., Awaitable[Any]]] = {
     "database_rows": _database_rows,
     "database_execute": _database_execute,
 }
+
+
+#: Operations on the actor wherever it is in its life (they wake it only if they must).
+_WITHOUT_WAKING: dict[str, Callable[..., Awaitable[Any]]] = {"sleep": _sleep, "destroy": _destroy, "wake": _wake}
 
 
 # -- helpers -------------------------------------------------------------------------------
