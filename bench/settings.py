@@ -19,4 +19,6 @@ RIVET = {
     "DB_DIR": os.environ.get("RIVET_BENCH_DB_DIR") or None,
     # Workload 8 runs dbCounter on each backend of self.db ("local", "shared").
     "DB_BACKEND": os.environ.get("RIVET_BENCH_DB_BACKEND") or None,
+    # bench/metrics.py measures the hot path with Prometheus counting on and off.
+    "METRICS": os.environ.get("RIVET_BENCH_METRICS", "1") == "1",
 }

@@ -26,6 +26,8 @@ DEFAULTS: dict[str, Any] = {
     # Django apps whose models live in actors' own databases (``await self.db.run(fn)``);
     # needs "rivet_django.routers.ActorDatabaseRouter" in DATABASE_ROUTERS.
     "DB_APPS": [],
+    # Count calls, commits and schedule lag for Prometheus ({api}/metrics).
+    "METRICS": True,
     # Global inspector token; per-actor tokens are accepted too.
     "INSPECTOR_TOKEN": None,
     # "embedded" (runactors fires schedules) or "celery".
@@ -127,6 +129,9 @@ rivet_settings = RivetSettings()
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
     if setting == "RIVET":
         rivet_settings.reload()
+        from .metrics import reset_enabled
+
+        reset_enabled()
 
 
 def connect_signals() -> None:

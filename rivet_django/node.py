@@ -76,6 +76,9 @@ class LocalNode:
                 if not self.runtime.started:
                     self.loop = self.gateway.loop = asyncio.get_running_loop()
                     await self.runtime.start()
+                    from .metrics import install_collector
+
+                    install_collector(self.runtime)
                     if self.serving:
                         # Rows of nodes silent for an hour are litter of dead processes.
                         with contextlib.suppress(Exception):

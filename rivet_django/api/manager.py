@@ -74,6 +74,25 @@ async def get_metadata(request: HttpRequest) -> HttpResponse:
     return json_response(metadata())
 
 
+@router.get("/metrics", summary="Prometheus metrics of this node (bearer: RIVET['INSPECTOR_TOKEN'])", include_in_schema=True)
+def get_metrics(request: HttpRequest) -> HttpResponse:
+    """This process's Prometheus metrics, protected like the inspector: the global
+    inspector token as a bearer token (open only with DEBUG on and no such token)."""
+    import hmac
+
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from ..runtime.inspector import InspectorUnauthorized, inspector_open
+
+    if not inspector_open():
+        raw = header(request, "authorization") or ""
+        token = raw[7:].strip() if raw[:7].lower() == "bearer " else ""
+        expected = str(rivet_settings.INSPECTOR_TOKEN or "")
+        if not (expected and token and hmac.compare_digest(token.encode(), expected.encode())):
+            raise InspectorUnauthorized()
+    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+
 @router.get("/actors", response={200: schemas.ActorListResponse, **_ERRORS}, summary="Find actors")
 async def list_actors(
     request: HttpRequest,

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .. import metrics
 from ..exceptions import LostOwnership
 from .store import ActorStore, StateWrite
 
@@ -117,6 +119,7 @@ class GroupCommitter:
         return batch
 
     async def _commit(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
         try:
             fenced = await self._store.commit([p.write for p in batch])
         except asyncio.CancelledError:
@@ -128,6 +131,8 @@ class GroupCommitter:
             return
         self.transactions += 1
         self.writes += len(batch)
+        if metrics.enabled():
+            metrics.commit_finished(len(batch), time.perf_counter() - started)
         for pending in batch:
             if pending.write.actor_id in fenced:
                 self._fail([pending], LostOwnership())

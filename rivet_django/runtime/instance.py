@@ -38,9 +38,11 @@ import contextvars
 import enum
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from .. import metrics
 from ..exceptions import (
     ActionNotFound,
     ActionTimedOut,
@@ -49,6 +51,7 @@ from ..exceptions import (
     InvalidRequest,
     LostOwnership,
     NoRequestHandler,
+    PublicError,
     RivetError,
     StateNotEnabled,
     StateNotSerializable,
@@ -377,8 +380,12 @@ class ActorInstance:
         """Run one action and return its output once its state change is durable."""
         if self.status is not InstanceStatus.AWAKE:
             raise NotAwake()
+        counted = metrics.enabled()
+        started = time.perf_counter() if counted else 0.0
         spec = self.definition.actions.get(name)
         if spec is None:
+            if counted:
+                metrics.call_finished(self.definition.name, "", "action_not_found", started)
             raise ActionNotFound(f"Action `{name}` was not found.")
         method = getattr(self.actor, spec.attr)
         kwargs = kwargs or {}
@@ -387,15 +394,20 @@ class ActorInstance:
         token = _current_conn.set((self, conn) if conn is not None else None)
         scope = enter_handler()  # queue messages received by the action are acknowledged when it returns
         handled = False
+        outcome = "error"
         try:
             try:
                 output = await self._invoke(method, spec.is_async, args, kwargs)
                 hook = self.definition.hook("on_before_action_response")
                 if hook is not None:
                     output = await _maybe_await(hook(self.actor, name, list(args), output))
+            except PublicError:
+                outcome = "user_error"
+                raise
             finally:
                 await self._persist_changes()
             handled = True
+            outcome = "ok"
             return output
         finally:
             _current_conn.reset(token)
@@ -403,6 +415,8 @@ class ActorInstance:
             if consumer is not None:
                 await consumer.finish(handled)
             self._end_turn()
+            if counted:
+                metrics.call_finished(self.definition.name, name, outcome, started)
 
     async def _invoke(self, method: Callable[..., Any], is_async: bool, args: Any, kwargs: dict[str, Any]) -> Any:
         timeout = self.options.action_timeout

@@ -57,6 +57,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
+from .. import metrics
 from ..exceptions import ActorNotFound, ActorStopping, InvalidSchedule, LostOwnership
 from . import serde
 from .instance import NotAwake
@@ -961,6 +962,8 @@ class Scheduler:
                 hold_until=now + UNKNOWN_ACTOR_HOLD,
             )
             return
+        if metrics.enabled():
+            metrics.schedule_started(now - record.due_at)
         if plan.missed:
             logger.info(
                 "Schedule %s (%s of actor %s) was due at %s: catching up (misfire policy %s)",

@@ -1,0 +1,139 @@
+"""Prometheus metrics of this process's actors (``prometheus-client``, its default registry).
+
+Counted where each thing happens: action calls and their latency (every way in ends
+in ``ActorInstance.call_action``), group commits (the committer), scheduled runs'
+lag (the scheduler). Read at scrape time from the runtime: awake actors, open
+connections, queued messages of awake actors, seconds since the node last renewed
+its leases. Served at ``{api}/metrics`` (``api/manager.py``), protected like the
+inspector. ``RIVET["METRICS"] = False`` turns the counting off.
+
+Labels stay bounded: actor types and action names are the registered ones (a call
+to an unknown action is counted under ``action=""``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from .runtime.host import ActorRuntime
+
+__all__ = ["call_finished", "commit_finished", "enabled", "install_collector", "schedule_started"]
+
+CALLS = Counter("rivet_actor_calls", "Action calls, by actor type, action and outcome", ["actor", "action", "outcome"])
+CALL_SECONDS = Histogram(
+    "rivet_actor_call_seconds",
+    "Action call latency (until the state change is durable), by actor type",
+    ["actor"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+COMMITS = Counter("rivet_commits", "Group-commit transactions of actor states")
+COMMITTED_STATES = Counter("rivet_committed_states", "Actor states written by group commits")
+COMMIT_SECONDS = Histogram(
+    "rivet_commit_seconds",
+    "Group-commit transaction latency",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+SCHEDULE_LAG = Histogram(
+    "rivet_schedule_lag_seconds",
+    "How late scheduled runs start after their due time",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+
+_enabled: bool | None = None
+#: (actor, action, outcome) -> the counter child, and actor -> the histogram child:
+#: ``labels()`` takes a lock and builds a tuple on every call; the hot path does neither.
+_calls: dict[tuple[str, str, str], Any] = {}
+_latencies: dict[str, Any] = {}
+
+
+def enabled() -> bool:
+    global _enabled
+    if _enabled is None:
+        from .conf import rivet_settings
+
+        _enabled = bool(rivet_settings.METRICS)
+    return _enabled
+
+
+def reset_enabled(**_: Any) -> None:
+    """Read ``RIVET["METRICS"]`` again (settings changed)."""
+    global _enabled
+    _enabled = None
+
+
+def call_finished(actor: str, action: str, outcome: str, started: float) -> None:
+    key = (actor, action, outcome)
+    child = _calls.get(key)
+    if child is None:
+        child = _calls[key] = CALLS.labels(actor, action, outcome)
+    child.inc()
+    latency = _latencies.get(actor)
+    if latency is None:
+        latency = _latencies[actor] = CALL_SECONDS.labels(actor)
+    latency.observe(time.perf_counter() - started)
+
+
+def commit_finished(states: int, seconds: float) -> None:
+    COMMITS.inc()
+    COMMITTED_STATES.inc(states)
+    COMMIT_SECONDS.observe(seconds)
+
+
+def schedule_started(lag_seconds: float) -> None:
+    SCHEDULE_LAG.observe(max(0.0, lag_seconds))
+
+
+class _RuntimeCollector:
+    """Gauges read from the runtime when Prometheus scrapes."""
+
+    def __init__(self) -> None:
+        self.runtime: ActorRuntime | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        runtime = self.runtime
+        if runtime is None or not runtime.started:
+            return
+        awake = GaugeMetricFamily("rivet_actors_awake", "Awake actors on this node, by actor type", labels=["actor"])
+        connections = GaugeMetricFamily("rivet_connections", "Open connections on this node, by actor type", labels=["actor"])
+        queued = GaugeMetricFamily(
+            "rivet_queue_messages", "Stored queue messages of awake actors, by actor type", labels=["actor"]
+        )
+        by_type: dict[str, list[int]] = {}
+        for inst in list(runtime.instances.values()):
+            counts = by_type.setdefault(inst.definition.name, [0, 0, 0])
+            counts[0] += 1
+            counts[1] += len(inst.conns)
+            queue = inst._queue
+            counts[2] += queue._total if queue is not None else 0
+        for name, (actors, conns, messages) in sorted(by_type.items()):
+            awake.add_metric([name], actors)
+            connections.add_metric([name], conns)
+            queued.add_metric([name], messages)
+        yield awake
+        yield connections
+        yield queued
+        renewed = GaugeMetricFamily(
+            "rivet_lease_renewed_seconds_ago",
+            "Seconds since this node's leases were last renewed (above LEASE_SECONDS: its actors may have moved)",
+        )
+        renewed.add_metric([], max(0.0, time.monotonic() - runtime._renewed_at))
+        yield renewed
+
+
+_collector = _RuntimeCollector()
+_registered = False
+
+
+def install_collector(runtime: ActorRuntime) -> None:
+    """Report this runtime's gauges (the process's one node)."""
+    global _registered
+    _collector.runtime = runtime
+    if not _registered:
+        REGISTRY.register(_collector)  # type: ignore[arg-type]
+        _registered = True
