@@ -31,9 +31,6 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    # Static files without DEBUG, after `manage.py collectstatic` (under DEBUG runactors
-    # serves them itself, as runserver does). The actor API does not pass through here.
-    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -81,6 +78,10 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = os.environ.get("RIVET_STATIC_ROOT") or str(BASE_DIR / "staticfiles")
+if not DEBUG:
+    # Static files without DEBUG, after `manage.py collectstatic` (under DEBUG runactors
+    # serves them itself, as runserver does). The actor API does not pass through here.
+    MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGGING = {
