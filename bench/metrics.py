@@ -1,12 +1,13 @@
-"""What Prometheus counting costs the hot path: one node, wrk, metrics on and off, alternated.
+"""What observability costs the hot path: one node, wrk; metrics off, on, and tracing on too, alternated.
 
     python -m bench.metrics            # about 2 minutes; needs wrk
     python -m bench.metrics --quick
 
 A ``runactors`` node (``bench.settings``: the demo on SQLite) with ``RIVET["METRICS"]``
-on, then one with it off, three times each, alternating (this machine's noise is
-larger than the effect): wrk, 32 connections, ``increment(1)`` on 100 counters in
-the direct gateway form. Written to bench/results/metrics-<UTC>.json.
+off, on, and on with ``RIVET["TRACING"]`` too (spans into the inspector's buffer, no
+exporter), three times each, alternating (this machine's noise is large): wrk, 32
+connections, ``increment(1)`` on 100 counters in the direct gateway form. Written to
+bench/results/metrics-<UTC>.json.
 """
 
 from __future__ import annotations
@@ -24,16 +25,24 @@ from typing import Any
 from bench.cluster import REPO, RESULTS, _place, _run, _script
 from tests.server import LiveServer
 
+#: label -> (RIVET["METRICS"], RIVET["TRACING"])
+MODES = {"off": (False, False), "metrics": (True, False), "tracing": (True, True)}
 
-def _measure(folder: Path, metrics: bool, seconds: float, index: int) -> dict[str, Any]:
+
+def _measure(folder: Path, label: str, seconds: float, index: int) -> dict[str, Any]:
+    metrics, tracing = MODES[label]
     server = LiveServer(
-        str(folder / f"db-{index}-{int(metrics)}.sqlite3"),
-        env={"RIVET_BENCH_METRICS": "1" if metrics else "0", "RIVET_LOG_LEVEL": "WARNING"},
+        str(folder / f"db-{index}-{label}.sqlite3"),
+        env={
+            "RIVET_BENCH_METRICS": "1" if metrics else "0",
+            "RIVET_BENCH_TRACING": "1" if tracing else "0",
+            "RIVET_LOG_LEVEL": "WARNING",
+        },
         settings="bench.settings",
     )
     with server:
         ids = _place(server.endpoint, [f"m-{i}" for i in range(100)])
-        script = _script(folder, f"m-{index}-{int(metrics)}", ids, "/api/rivet")
+        script = _script(folder, f"m-{index}-{label}", ids, "/api/rivet")
         base = server.endpoint.removesuffix("/api/rivet")
         _run(base, script, 8, 1.0)  # warm up
         return _run(base, script, 32, seconds)
@@ -49,22 +58,25 @@ def main(argv: list[str] | None = None) -> int:
     seconds, rounds = (2.0, 1) if args.quick else (10.0, 3)
     folder = Path(tempfile.mkdtemp(prefix="rivet-bench-metrics-"))
     started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in MODES}
+    labels = list(MODES)
     for index in range(rounds):
-        for label in ("on", "off"):
-            result = _measure(folder, label == "on", seconds, index)
+        # Rotated each round: the first server of a round tends to run faster here.
+        for label in labels[index % len(labels) :] + labels[: index % len(labels)]:
+            result = _measure(folder, label, seconds, index)
             runs[label].append({k: result.get(k) for k in ("rps", "p50_ms", "p99_ms", "errors")})
-            print(f"metrics {label:3} round {index + 1}: {result.get('rps')} req/s p50 {result.get('p50_ms')} ms "
+            print(f"{label:8} round {index + 1}: {result.get('rps')} req/s p50 {result.get('p50_ms')} ms "
                   f"p99 {result.get('p99_ms')} ms", flush=True)  # fmt: skip
-    on = statistics.median(r["rps"] or 0 for r in runs["on"])
-    off = statistics.median(r["rps"] or 0 for r in runs["off"])
+    medians = {label: statistics.median(r["rps"] or 0 for r in runs[label]) for label in MODES}
+    off = medians["off"]
     results = {
         "started": started,
         "seconds_per_run": seconds,
         "runs": runs,
-        "on_over_off": round(on / off, 3) if off else None,
+        "medians": medians,
+        "over_off": {label: round(value / off, 3) if off else None for label, value in medians.items()},
     }
-    print(f"median: on {on:.0f} req/s, off {off:.0f} req/s: on = {on / off:.1%} of off" if off else "no result")
+    print("medians: " + ", ".join(f"{label} {value:.0f} req/s" for label, value in medians.items()))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"metrics-{started}.json"
     out.write_text(json.dumps(results, indent=2))

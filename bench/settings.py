@@ -21,4 +21,5 @@ RIVET = {
     "DB_BACKEND": os.environ.get("RIVET_BENCH_DB_BACKEND") or None,
     # bench/metrics.py measures the hot path with Prometheus counting on and off.
     "METRICS": os.environ.get("RIVET_BENCH_METRICS", "1") == "1",
+    "TRACING": os.environ.get("RIVET_BENCH_TRACING", "0") == "1",
 }

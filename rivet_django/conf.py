@@ -28,6 +28,9 @@ DEFAULTS: dict[str, Any] = {
     "DB_APPS": [],
     # Count calls, commits and schedule lag for Prometheus ({api}/metrics).
     "METRICS": True,
+    # OpenTelemetry spans for action calls, scheduled runs and workflow steps (off:
+    # nothing on the hot path). Export with your own SDK setup (OTLP).
+    "TRACING": False,
     # Global inspector token; per-actor tokens are accepted too.
     "INSPECTOR_TOKEN": None,
     # "embedded" (runactors fires schedules) or "celery".
@@ -129,9 +132,10 @@ rivet_settings = RivetSettings()
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
     if setting == "RIVET":
         rivet_settings.reload()
-        from .metrics import reset_enabled
+        from . import metrics, tracing
 
-        reset_enabled()
+        metrics.reset_enabled()
+        tracing.reset_enabled()
 
 
 def connect_signals() -> None:

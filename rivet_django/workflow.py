@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import tracing
 from .definition import action
 from .exceptions import (
     ActorAborted,
@@ -351,10 +352,21 @@ class _Engine:
         cancellation is raised, so memory always agrees with what was committed.
         """
         async with self._write_lock:
-            return await _run_to_end(self._commit(
-                loc, kind, status, data, error, attempts, with_state, list(prune), consume_message,
-                restore_messages, on_commit,
-            ))
+            return await _run_to_end(
+                self._commit(
+                    loc,
+                    kind,
+                    status,
+                    data,
+                    error,
+                    attempts,
+                    with_state,
+                    list(prune),
+                    consume_message,
+                    restore_messages,
+                    on_commit,
+                )
+            )
 
     async def _commit(
         self,
@@ -569,9 +581,13 @@ class _WorkflowQueue:
         if message is None:  # only with a timeout or signal, which we do not pass
             raise ActorAborted()
         data = {
-            "p": pos, "id": message.id, "name": message.name, "v": message.body,
+            "p": pos,
+            "id": message.id,
+            "name": message.name,
+            "v": message.body,
             # What a race that discards this entry needs to put the message back as it was.
-            "a": message.attempts, "t": message.created_at.timestamp(),
+            "a": message.attempts,
+            "t": message.created_at.timestamp(),
         }
         recorded = RecordedMessage(message.id, message.name, message.body, completable, engine)
 
@@ -629,7 +645,13 @@ class WorkflowContext:
         is not retried); then the failure is recorded and
         :class:`~rivet_django.exceptions.WorkflowStepFailed` raised.
         """
-        result = await self._run_step(name, fn, args, retries, timeout, backoff_base, backoff_max)
+        if tracing.enabled():
+            with tracing.actor_span(
+                f"workflow step {name}", self._engine.inst, **{"rivet.workflow.step": self._scope + name}
+            ):
+                result = await self._run_step(name, fn, args, retries, timeout, backoff_base, backoff_max)
+        else:
+            result = await self._run_step(name, fn, args, retries, timeout, backoff_base, backoff_max)
         if not result.ok:
             assert result.failure is not None
             raise WorkflowStepFailed(
@@ -700,7 +722,11 @@ class WorkflowContext:
                 failure_kind = "critical" if critical else "timeout" if isinstance(exc, TimeoutError) else "exhausted"
                 delay = None if final else backoff_delay(attempts, backoff_base, backoff_max)
                 inst.log.warning(
-                    "workflow step %r failed (attempt %d of %d): %s", loc, attempts, retries + 1, _join_error(error),
+                    "workflow step %r failed (attempt %d of %d): %s",
+                    loc,
+                    attempts,
+                    retries + 1,
+                    _join_error(error),
                     exc_info=final,
                 )
                 # Before the write: what on_error does to the state commits with the attempt.
@@ -779,13 +805,20 @@ class WorkflowContext:
                     f"A loop body must return Loop.continue_(state), Loop.break_(value) or None, not {outcome!r}"
                 )
             if outcome.is_break:
-                await engine.write(loc, "loop", "completed", {"p": pos, "i": iteration, "v": outcome.value},
-                                   attempts=iteration + 1, prune=[loc + "/"])
+                await engine.write(
+                    loc,
+                    "loop",
+                    "completed",
+                    {"p": pos, "i": iteration, "v": outcome.value},
+                    attempts=iteration + 1,
+                    prune=[loc + "/"],
+                )
                 return outcome.value
             iteration += 1
             state = outcome.value
-            await engine.write(loc, "loop", "running", {"p": pos, "i": iteration, "s": state},
-                               attempts=iteration, prune=[loc + "/"])
+            await engine.write(
+                loc, "loop", "running", {"p": pos, "i": iteration, "s": state}, attempts=iteration, prune=[loc + "/"]
+            )
 
     # -- sleep ---------------------------------------------------------------------------
 
@@ -845,9 +878,7 @@ class WorkflowContext:
         await engine.write(loc, "join", "completed", {"p": pos, "v": value}, prune=[loc + "/"])
         return value
 
-    async def race(
-        self, name: str, branches: Mapping[str, Callable[[WorkflowContext], Any]]
-    ) -> tuple[str, Any]:
+    async def race(self, name: str, branches: Mapping[str, Callable[[WorkflowContext], Any]]) -> tuple[str, Any]:
         """Run the branches concurrently; the first to finish wins, the others are cancelled.
 
         Returns ``(winning branch, its result)``. The queue messages the losing
@@ -879,8 +910,9 @@ class WorkflowContext:
         # The losing branches' work is discarded with their entries: the messages they
         # received go back to the queue in the same transaction, so none is lost.
         lost = engine.received_messages(prefix, but=f"{prefix}{winner}/")
-        await engine.write(loc, "race", "completed", {"p": pos, "w": winner, "v": value}, prune=[prefix],
-                           restore_messages=lost)
+        await engine.write(
+            loc, "race", "completed", {"p": pos, "w": winner, "v": value}, prune=[prefix], restore_messages=lost
+        )
         return winner, value
 
 

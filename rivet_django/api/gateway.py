@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse, QueryDict
 from django.http.response import HttpResponseBase
 from ninja import Router
 
-from .. import protocol
+from .. import protocol, tracing
 from ..cluster import current_gateway
 from ..conf import rivet_settings
 from ..exceptions import (
@@ -118,9 +118,20 @@ def _read_body(request: HttpRequest) -> bytes:
     return body
 
 
-async def _dispatch(request: HttpRequest, target: GatewayTarget, local: Callable[[Any, str], Any]) -> tuple[str | None, Any]:
+async def _dispatch(
+    request: HttpRequest, target: GatewayTarget, local: Callable[[Any, str], Any]
+) -> tuple[str | None, Any]:
     """``local(runtime, actor_id)`` where the actor lives here, else a :class:`Forwarded` answer from its node."""
     gateway = await current_gateway()
+    if tracing.enabled() and "traceparent" in request.headers:
+        # The caller's trace continues in the actor's spans.
+        from opentelemetry import context
+
+        token = context.attach(tracing.extract(request.headers))
+        try:
+            return await gateway.dispatch(target, local, forwarder(request), hops=hops(request))
+        finally:
+            context.detach(token)
     return await gateway.dispatch(target, local, forwarder(request), hops=hops(request))
 
 

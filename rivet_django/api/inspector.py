@@ -70,6 +70,15 @@ def _queue(request: HttpRequest) -> dict[str, Any]:
     return {"limit": limit if limit > 0 else 100}
 
 
+def _traces(request: HttpRequest) -> dict[str, Any]:
+    def optional(name: str) -> int | None:
+        value = request.GET.get(name)
+        return int(value) if value is not None and value.lstrip("-").isdigit() else None
+
+    limit = _int(request, "limit", 1000)
+    return {"start_ms": optional("startMs"), "end_ms": optional("endMs"), "limit": min(limit, 10_000)}
+
+
 def _rows(request: HttpRequest) -> dict[str, Any]:
     table = request.GET.get("table")
     if not table:
@@ -112,7 +121,7 @@ ROUTES: dict[tuple[str, str], tuple[str, Callable[[HttpRequest], dict[str, Any]]
     ("GET", "rpcs"): ("rpcs", _no_args),
     ("GET", "queue"): ("queue", _queue),
     ("GET", "workflow-history"): ("workflow_history", _no_args),
-    ("GET", "traces"): ("traces", _no_args),
+    ("GET", "traces"): ("traces", _traces),
     ("GET", "database/schema"): ("database_schema", _no_args),
     ("GET", "database/rows"): ("database_rows", _rows),
     ("POST", "database/execute"): ("database_execute", _execute),

@@ -39,9 +39,7 @@ def _rivet_error(request: HttpRequest, exc: RivetError) -> HttpResponse:
 
 @api.exception_handler(ValidationError)
 def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
-    detail = "; ".join(
-        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors
-    )
+    detail = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors)
     return error_response(request, InvalidRequest(f"Invalid request: {detail}"), encoded=_is_gateway(request))
 
 
@@ -60,5 +58,3 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 @api.exception_handler(Exception)
 def _internal_error(request: HttpRequest, exc: Exception) -> HttpResponse:
     return error_response(request, exc, encoded=_is_gateway(request))
-
-

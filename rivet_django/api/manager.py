@@ -74,7 +74,9 @@ async def get_metadata(request: HttpRequest) -> HttpResponse:
     return json_response(metadata())
 
 
-@router.get("/metrics", summary="Prometheus metrics of this node (bearer: RIVET['INSPECTOR_TOKEN'])", include_in_schema=True)
+@router.get(
+    "/metrics", summary="Prometheus metrics of this node (bearer: RIVET['INSPECTOR_TOKEN'])", include_in_schema=True
+)
 def get_metrics(request: HttpRequest) -> HttpResponse:
     """This process's Prometheus metrics, protected like the inspector: the global
     inspector token as a bearer token (open only with DEBUG on and no such token)."""

@@ -29,7 +29,9 @@ def request_encoding(request: HttpRequest) -> protocol.Encoding:
         return "json"
 
 
-def encoded_response(request: HttpRequest, body: bytes, *, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
+def encoded_response(
+    request: HttpRequest, body: bytes, *, status: int = 200, headers: dict[str, str] | None = None
+) -> HttpResponse:
     encoding = getattr(request, "rivet_encoding", None) or request_encoding(request)
     return HttpResponse(body, status=status, content_type=protocol.content_type(encoding), headers=headers)
 
@@ -41,9 +43,18 @@ def error_response(request: HttpRequest, exc: BaseException, *, encoded: bool = 
     else:
         if not (isinstance(exc, RivetError) and exc.public):
             logger.error(
-                "Internal error serving %s %s", request.method, request.path, exc_info=(type(exc), exc, exc.__traceback__)
+                "Internal error serving %s %s",
+                request.method,
+                request.path,
+                exc_info=(type(exc), exc, exc.__traceback__),
             )
-        group, code, message, metadata, status = INTERNAL_ERROR_GROUP, "internal_error", INTERNAL_ERROR_MESSAGE, None, 500
+        group, code, message, metadata, status = (
+            INTERNAL_ERROR_GROUP,
+            "internal_error",
+            INTERNAL_ERROR_MESSAGE,
+            None,
+            500,
+        )
     encoding = request_encoding(request) if encoded else "json"
     version = getattr(request, "rivet_version", protocol.CURRENT_VERSION)
     try:

@@ -564,6 +564,11 @@ class HttpTransport(Transport):
         timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         """Send one request; transport failures become :class:`HttpRequestError`."""
+        from .. import tracing
+
+        if tracing.enabled():  # the caller's trace goes along (W3C traceparent)
+            headers = dict(headers)
+            tracing.inject(headers)
         try:
             return await self._http.request(
                 method,

@@ -185,9 +185,16 @@ async def _workflow_history(inst: ActorInstance) -> dict[str, Any]:
     return {"history": {"entries": entries}, "workflowState": state, "isWorkflowEnabled": True}
 
 
-async def _traces(inst: ActorInstance, **_: Any) -> dict[str, Any]:
-    # RivetKit 2.3.19's native runtime answers the same: no span buffer yet.
-    return {"otlp": [], "clamped": False}
+async def _traces(
+    inst: ActorInstance, start_ms: int | None = None, end_ms: int | None = None, limit: int = 1000
+) -> dict[str, Any]:
+    """The actor's recent spans (``RIVET["TRACING"]``), as OTLP JSON span objects."""
+    from .. import tracing
+
+    if not tracing.enabled():
+        return {"otlp": [], "clamped": False}
+    spans, clamped = tracing.recent_spans(inst.actor_id, start_ms, end_ms, limit)
+    return {"otlp": spans, "clamped": clamped}
 
 
 async def _database_schema(inst: ActorInstance) -> dict[str, Any]:

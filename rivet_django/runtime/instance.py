@@ -42,7 +42,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .. import metrics
+from .. import metrics, tracing
 from ..exceptions import (
     ActionNotFound,
     ActionTimedOut,
@@ -378,6 +378,14 @@ class ActorInstance:
         conn: Conn | None = None,
     ) -> Any:
         """Run one action and return its output once its state change is durable."""
+        if tracing.enabled():
+            with tracing.actor_span(f"action {name}", self, **{"rivet.action": name, "rivet.conn": conn and conn.id}):
+                return await self._call_action(name, args, kwargs, conn)
+        return await self._call_action(name, args, kwargs, conn)
+
+    async def _call_action(
+        self, name: str, args: list[Any] | tuple[Any, ...], kwargs: dict[str, Any] | None, conn: Conn | None
+    ) -> Any:
         if self.status is not InstanceStatus.AWAKE:
             raise NotAwake()
         counted = metrics.enabled()
@@ -806,7 +814,9 @@ class ActorInstance:
         try:
             serde.dumps(value)
         except serde.ValueNotSerializable as exc:
-            raise StateNotSerializable(f"The new state is not serializable: {exc.path} holds a {exc.type_name!r}") from None
+            raise StateNotSerializable(
+                f"The new state is not serializable: {exc.path} holds a {exc.type_name!r}"
+            ) from None
         self._begin_turn()
         try:
             self.assign_state(value)

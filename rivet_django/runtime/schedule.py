@@ -57,7 +57,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
-from .. import metrics
+from .. import metrics, tracing
 from ..exceptions import ActorNotFound, ActorStopping, InvalidSchedule, LostOwnership
 from . import serde
 from .instance import NotAwake
@@ -992,6 +992,23 @@ class Scheduler:
         """Run the action as an internal call (no connection), through the node's gateway:
         where the actor lives, this node or another one (it may have moved since the claim)."""
         args = list(serde.loads(record.args))
+        if tracing.enabled():
+            from opentelemetry import trace
+
+            span = trace.get_tracer("rivet_django").start_as_current_span(
+                f"schedule {record.action}",
+                attributes={
+                    "rivet.actor.id": record.actor_id,
+                    "rivet.schedule": record.id,
+                    "rivet.node": self.runtime.node_id,
+                },
+            )
+            with span:
+                await self._call_routed(record, args)
+            return
+        await self._call_routed(record, args)
+
+    async def _call_routed(self, record: ScheduleRecord, args: list[Any]) -> None:
         try:
             if self.gateway is not None:
                 await self.gateway.run_action(record.actor_id, record.action, args)

@@ -1,0 +1,198 @@
+"""OpenTelemetry spans of actors (``RIVET["TRACING"]``, off by default).
+
+When on, action calls, scheduled runs and workflow steps are spans of the tracer
+``rivet_django``, with the actor's name, key, id and node as attributes. The W3C
+``traceparent`` header carries the context in and out: an HTTP action call continues
+its caller's trace, and the Python client (so ``self.client()`` calls, also those
+forwarded to another node) sends its current one. Export with the standard SDK setup
+(an ``OTLPSpanExporter`` on your ``TracerProvider``); without one, rivet_django installs
+an SDK provider so the inspector still sees spans. Each actor's recent finished spans
+are kept in a bounded buffer that the inspector's ``traces`` route reads, as OTLP JSON.
+
+Off, nothing here runs on the hot path: callers check :func:`enabled` first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.sdk.trace import SpanProcessor
+
+if TYPE_CHECKING:
+    from .runtime.instance import ActorInstance
+
+__all__ = ["actor_span", "enabled", "extract", "inject", "recent_spans", "setup"]
+
+#: Finished spans kept per actor, and actors kept (the least recently traced go first).
+SPANS_PER_ACTOR = 100
+ACTORS_KEPT = 1_000
+
+_enabled: bool | None = None
+
+
+def enabled() -> bool:
+    global _enabled
+    if _enabled is None:
+        from .conf import rivet_settings
+
+        _enabled = bool(rivet_settings.TRACING)
+        if _enabled:
+            setup()
+    return _enabled
+
+
+def reset_enabled(**_: Any) -> None:
+    global _enabled
+    _enabled = None
+
+
+class SpanBuffer(SpanProcessor):
+    """A span processor keeping each actor's recent finished spans (``rivet.actor.id``)."""
+
+    def __init__(self) -> None:
+        self._spans: OrderedDict[str, deque[Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        pass
+
+    def on_end(self, span: Any) -> None:
+        actor_id = (span.attributes or {}).get("rivet.actor.id")
+        if not actor_id:
+            return
+        with self._lock:
+            spans = self._spans.get(actor_id)
+            if spans is None:
+                spans = self._spans[actor_id] = deque(maxlen=SPANS_PER_ACTOR)
+                if len(self._spans) > ACTORS_KEPT:
+                    self._spans.popitem(last=False)
+            else:
+                self._spans.move_to_end(actor_id)
+            spans.append(span)
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+    def spans(self, actor_id: str, start_ms: int | None, end_ms: int | None, limit: int) -> tuple[list[Any], bool]:
+        with self._lock:
+            spans = list(self._spans.get(actor_id, ()))
+        chosen = [
+            s
+            for s in spans
+            if (start_ms is None or (s.end_time or 0) >= start_ms * 1_000_000)
+            and (end_ms is None or (s.start_time or 0) <= end_ms * 1_000_000)
+        ]
+        clamped = len(chosen) > limit
+        return chosen[-limit:] if limit else [], clamped
+
+
+BUFFER = SpanBuffer()
+_set_up = False
+_setup_lock = threading.Lock()
+
+
+def setup() -> None:
+    """Add the span buffer to the global SDK tracer provider (installing one if none is set)."""
+    global _set_up
+    with _setup_lock:
+        if _set_up:
+            return
+        from opentelemetry import trace
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+
+        provider = trace.get_tracer_provider()
+        if not isinstance(provider, TracerProvider):
+            provider = TracerProvider(resource=Resource.create({"service.name": "rivet_django"}))
+            trace.set_tracer_provider(provider)
+            provider = trace.get_tracer_provider()  # the one that was set first wins
+        if isinstance(provider, TracerProvider):
+            provider.add_span_processor(BUFFER)
+        _set_up = True
+
+
+def _tracer() -> Any:
+    from opentelemetry import trace
+
+    from . import __version__
+
+    return trace.get_tracer("rivet_django", __version__)
+
+
+@contextlib.contextmanager
+def actor_span(name: str, inst: ActorInstance, **attributes: Any) -> Iterator[Any]:
+    """A span about ``inst`` (current while the block runs); exceptions are recorded on it."""
+    attrs = {
+        "rivet.actor.name": inst.definition.name,
+        "rivet.actor.key": list(inst.key),
+        "rivet.actor.id": inst.actor_id,
+        "rivet.node": inst.runtime.node_id,
+        **{k: v for k, v in attributes.items() if v is not None},
+    }
+    with _tracer().start_as_current_span(name, attributes=attrs) as span:
+        yield span
+
+
+def extract(headers: Mapping[str, str]) -> Any:
+    """The context a request's ``traceparent`` carries (attach it with ``opentelemetry.context.attach``)."""
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return TraceContextTextMapPropagator().extract(carrier={k.lower(): v for k, v in headers.items()})
+
+
+def inject(headers: MutableMapping[str, str]) -> None:
+    """Add the current context's ``traceparent`` to outgoing headers."""
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    TraceContextTextMapPropagator().inject(carrier=headers)
+
+
+def recent_spans(
+    actor_id: str, start_ms: int | None, end_ms: int | None, limit: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """An actor's recent spans as OTLP JSON span objects, and whether ``limit`` cut some."""
+    spans, clamped = BUFFER.spans(actor_id, start_ms, end_ms, limit)
+    return [_otlp(span) for span in spans], clamped
+
+
+def _otlp(span: Any) -> dict[str, Any]:
+    context = span.get_span_context()
+    parent = span.parent
+    return {
+        "traceId": format(context.trace_id, "032x"),
+        "spanId": format(context.span_id, "016x"),
+        "parentSpanId": format(parent.span_id, "016x") if parent is not None else "",
+        "name": span.name,
+        "kind": int(span.kind.value) + 1,  # OTLP numbers kinds from 1 (INTERNAL)
+        "startTimeUnixNano": str(span.start_time),
+        "endTimeUnixNano": str(span.end_time),
+        "attributes": [{"key": k, "value": _otlp_value(v)} for k, v in (span.attributes or {}).items()],
+        "status": {"code": int(span.status.status_code.value), "message": span.status.description or ""},
+        "events": [
+            {
+                "name": event.name,
+                "timeUnixNano": str(event.timestamp),
+                "attributes": [{"key": k, "value": _otlp_value(v)} for k, v in (event.attributes or {}).items()],
+            }
+            for event in span.events
+        ],
+    }
+
+
+def _otlp_value(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    if isinstance(value, (list, tuple)):
+        return {"arrayValue": {"values": [_otlp_value(v) for v in value]}}
+    return {"stringValue": str(value)}
