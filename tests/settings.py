@@ -82,6 +82,7 @@ CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
 RIVET = {
     "SQLITE_SYNCHRONOUS": "NORMAL",
     "DB_APPS": ["notes"],
+    "INSPECTOR_TOKEN": os.environ.get("RIVET_TEST_INSPECTOR_TOKEN") or None,
     # RIVET_TEST_DB_BACKEND=shared runs self.db on the shared backend with SQLite too
     # (None: "shared" on PostgreSQL, "local" on SQLite).
     "DB_BACKEND": os.environ.get("RIVET_TEST_DB_BACKEND") or None,
