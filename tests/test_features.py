@@ -60,7 +60,7 @@ async def test_on_before_action_response_and_log(rivet_node, caplog):
     assert await rivet_node.router.call_action(actor_id, "secret") == {"user": "ann"}
     with caplog.at_level(logging.WARNING, logger="rivet_django.actor"):
         await rivet_node.router.call_action(actor_id, "log_something", ["hello"])
-    assert f"[features ['hooks'] {actor_id}] custom hello" in caplog.text
+    assert f"[features ['hooks'] {actor_id} @{rivet_node.runtime.node_id}] custom hello" in caplog.text
 
 
 async def test_actor_to_actor_calls_and_self_calls(rivet_node):

@@ -393,3 +393,19 @@ async def test_destroy_from_inside_a_workflow_step(rivet_node):
     with pytest.raises(ActorNotFound):
         await rivet_node.router.call_action(actor_id, "_rivet_workflow_wake")
     assert await rivet_node.router.get("default", "wfDestroyer", ["gone"]) is None
+
+
+async def test_lifecycle_log_lines_carry_the_actor_and_its_node(rivet_node, rivet_client, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="rivet_django.actor")
+    counter = rivet_client.counter.get_or_create(["logged"])
+    await counter.increment(1)
+    actor_id = await counter.resolve()
+    await rivet_node.router.destroy(actor_id)
+    lines = [r for r in caplog.records if getattr(r, "rivet_actor_id", None) == actor_id]
+    node = rivet_node.runtime.node_id
+    assert {r.getMessage().split(f"@{node}] ", 1)[1] for r in lines} >= {"awake (generation 1)", "destroyed"}
+    for record in lines:
+        assert (record.rivet_actor, record.rivet_key, record.rivet_node) == ("counter", ["logged"], rivet_node.runtime.node_id)
+        assert record.getMessage().startswith(f"[counter ['logged'] {actor_id} @{rivet_node.runtime.node_id}] ")

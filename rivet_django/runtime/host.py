@@ -307,7 +307,7 @@ class ActorRuntime:
     def _on_fenced(self, actor_id: str, generation: int) -> None:
         inst = self.instances.get(actor_id)
         if inst is not None and inst.generation == generation:
-            logger.warning("Actor %s lost ownership (generation %d is stale); dropping it", actor_id, generation)
+            inst.log.warning("lost ownership (generation %d is stale); dropping it", generation)
             self.instances.pop(actor_id, None)
             inst.abandon()
 
@@ -520,7 +520,7 @@ class ActorRuntime:
         for actor_id in lost:
             inst = self.instances.get(actor_id)
             if inst is not None and inst.status is not InstanceStatus.STARTING:
-                logger.warning("Lease of actor %s was taken by another node; dropping it", actor_id)
+                inst.log.warning("its lease was taken by another node; dropping it")
                 self.instances.pop(actor_id, None)
                 inst.abandon()
             elif inst is None and actor_id in self.hibernated:

@@ -93,11 +93,14 @@ class NotAwake(Exception):
 
 
 class ActorLogAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """Prefixes every record with the actor's name, key and id."""
+    """Every record about an actor carries its name, key, id and node: in the message
+    (``[counter ['k'] 3f2a… @node]``) and as record attributes for structured logging
+    (``rivet_actor``, ``rivet_key``, ``rivet_actor_id``, ``rivet_node``)."""
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         extra = self.extra or {}
-        return f"[{extra['actor']} {extra['key']} {extra['actor_id']}] {msg}", kwargs
+        kwargs["extra"] = {**{f"rivet_{k}": v for k, v in extra.items()}, **(kwargs.get("extra") or {})}
+        return f"[{extra['actor']} {extra['key']} {extra['actor_id']} @{extra['node']}] {msg}", kwargs
 
 
 class ActorInstance:
@@ -270,7 +273,13 @@ class ActorInstance:
     def log(self) -> ActorLogAdapter:
         if self._log is None:
             self._log = ActorLogAdapter(
-                logger, {"actor": self.definition.name, "key": list(self.key), "actor_id": self.actor_id}
+                logger,
+                {
+                    "actor": self.definition.name,
+                    "key": list(self.key),
+                    "actor_id": self.actor_id,
+                    "node": self.runtime.node_id,
+                },
             )
         return self._log
 
