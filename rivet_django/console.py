@@ -72,8 +72,9 @@ def pretty(value: Any) -> str:
 
 
 def operate_view(model_admin: Any, request: HttpRequest, object_id: str) -> HttpResponse:
-    """The actor live (state, connections, actions, queue, workflow) and, for users who may
-    change actors, forms to edit its state, call an action, put it to sleep or wake it."""
+    """The actor live (state, connections, schedules, actions, queue, workflow) and, for users
+    who may change actors, forms to edit its state, call an action, close a connection,
+    cancel a schedule, put it to sleep or wake it."""
     obj = _actor(model_admin, request, object_id)
     here = reverse("admin:rivet_django_actor_operate", args=[obj.pk])
     if request.method == "POST":
@@ -93,6 +94,10 @@ def operate_view(model_admin: Any, request: HttpRequest, object_id: str) -> Http
             {"id": c["id"], "params": pretty(c["details"]["params"]), "subscriptions": c["details"]["subscriptions"]}
             for c in summary["connections"]
         ]
+        try:
+            context["schedules"] = inspect(obj.pk, "schedules")["schedules"]
+        except ActorError as exc:
+            context["error"] = _error_text(exc)
     return TemplateResponse(request, "admin/rivet_django/actor/operate.html", context)
 
 
@@ -118,6 +123,12 @@ def _operate(request: HttpRequest, actor_id: str) -> None:
                 args = [args]
             output = inspect(actor_id, "action", name=name, args=args)["output"]
             messages.success(request, f"{name}(...) returned: {json.dumps(output, ensure_ascii=False)}")
+        elif op == "disconnect":
+            inspect(actor_id, "disconnect", conn_id=request.POST.get("conn", ""))
+            messages.success(request, "Connection closed.")
+        elif op == "cancel_schedule":
+            found = inspect(actor_id, "cancel_schedule", schedule_id=request.POST.get("schedule", ""))["ok"]
+            messages.success(request, "Schedule cancelled." if found else "No such schedule (it ran or was cancelled).")
         elif op in ("sleep", "wake"):
             inspect(actor_id, op)
             messages.success(request, "Put to sleep." if op == "sleep" else "Awake.")

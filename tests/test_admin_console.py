@@ -211,3 +211,43 @@ def test_the_console_in_a_browser_is_styled_and_works(tmp_path):
     finally:
         server.stop()
         server.kill()
+
+
+def test_staff_close_a_connection_and_cancel_a_schedule(live):
+    import asyncio
+
+    from rivet_django.client import AsyncClient
+
+    schedule_id = _call(live.endpoint, "scheduled", "console", "add", ["after", 3600, "record", "later"]).json()[
+        "output"
+    ]
+    actor_id = _call(live.endpoint, "scheduled", "console", "schedules", []).headers["x-rivet-actor"]
+    base = live.endpoint.removesuffix("/api/rivet")
+    console = f"/admin/rivet_django/actor/{actor_id}/operate/"
+
+    async def scenario() -> None:
+        async with AsyncClient(live.endpoint) as client:
+            conn = client.scheduled.get_for_id(actor_id).connect()
+            closed = asyncio.Event()
+            conn.on_close(lambda *_: closed.set())
+            assert await conn.schedules()  # open now
+            with httpx.Client(base_url=base, timeout=20) as http:
+                _login(http, "boss")
+                page = await asyncio.to_thread(http.get, console)
+                conn_id = re.search(r'data-testid="disconnect-([0-9a-f]+)"', page.text).group(1)
+                assert schedule_id in page.text
+                done = await asyncio.to_thread(_post, http, console, {"op": "disconnect", "conn": conn_id})
+                assert "Connection closed." in _messages(done)
+                await asyncio.wait_for(closed.wait(), 10)
+                cancelled = await asyncio.to_thread(
+                    _post, http, console, {"op": "cancel_schedule", "schedule": schedule_id}
+                )
+                assert "Schedule cancelled." in _messages(cancelled)
+                again = await asyncio.to_thread(
+                    _post, http, console, {"op": "cancel_schedule", "schedule": schedule_id}
+                )
+                assert "No such schedule" in _messages(again)
+            await conn.dispose()
+
+    asyncio.run(scenario())
+    assert _call(live.endpoint, "scheduled", "console", "schedules", []).json()["output"] == []

@@ -225,7 +225,28 @@ async def _database_execute(inst: ActorInstance, sql: str, args: Any = None, rea
     return {"rows": json_safe(rows)}
 
 
+async def _schedules(inst: ActorInstance) -> dict[str, Any]:
+    """The actor's schedules (not a RivetKit route: the admin console's)."""
+    return {"schedules": [json_safe(s.as_dict()) for s in await inst.schedule.list()]}
+
+
+async def _cancel_schedule(inst: ActorInstance, schedule_id: str) -> dict[str, Any]:
+    return {"ok": await inst.schedule.cancel(str(schedule_id))}
+
+
+async def _disconnect(inst: ActorInstance, conn_id: str) -> dict[str, Any]:
+    """Close one of the actor's connections (its disconnect hooks run)."""
+    conn = inst.conns.get(str(conn_id))
+    if conn is None:
+        raise InvalidRequest(f"The actor has no connection {conn_id!r}")
+    await conn.disconnect("Disconnected by an operator")
+    return {"ok": True}
+
+
 _OPERATIONS: dict[str, Callable[..., Awaitable[Any]]] = {
+    "schedules": _schedules,
+    "cancel_schedule": _cancel_schedule,
+    "disconnect": _disconnect,
     "summary": _summary,
     "state": _state,
     "patch_state": _patch_state,
