@@ -15,7 +15,11 @@ from tests.server import LiveServer
 pytestmark = pytest.mark.timeout(300)
 
 _JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )
@@ -31,7 +35,9 @@ _ROUTE = st.one_of(
     st.text(alphabet="abcdefghijklmnopqrstuvwxyz/-_", min_size=1, max_size=20).map(lambda t: f"action/{t}"),
     st.text(alphabet="abcdefghijklmnopqrstuvwxyz/-_.", max_size=20),
 )
-_QUERY = st.dictionaries(st.sampled_from(["limit", "offset", "table", "startMs", "endMs"]), st.text(max_size=12), max_size=3)
+_QUERY = st.dictionaries(
+    st.sampled_from(["limit", "offset", "table", "startMs", "endMs"]), st.text(max_size=12), max_size=3
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +60,11 @@ def live(tmp_path_factory):
     server.kill()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: the same examples on every run, so CI is repeatable (raise max_examples
+# or drop derandomize locally to explore further).
+@settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     actor=st.sampled_from(["counter", "notes", "worker"]),
     method=st.sampled_from(["GET", "POST", "PATCH", "PUT", "DELETE"]),
@@ -69,7 +79,7 @@ def test_no_input_makes_the_inspector_fail(live, actor, method, route, query, bo
     if isinstance(payload, dict) and payload.get("readonly") is False:
         payload = {**payload, "readonly": True}
     if (method, route.strip("/")) == ("PATCH", "state"):
-        payload = {"not": "a state patch"}
+        kind, payload = "json", {"not": "a state patch"}
     with httpx.Client(timeout=20, headers=_AUTH) as http:
         response = http.request(
             method,
@@ -86,6 +96,8 @@ def test_no_input_makes_the_inspector_fail(live, actor, method, route, query, bo
     if response.status_code >= 400 and response.status_code != 405:
         assert {"group", "code", "message"} <= set(response.json())
     with httpx.Client(timeout=20, headers=_AUTH) as http:
-        kept = http.get(f"{server.endpoint}/gateway/{actors['notes']}/inspector/database/rows", params={"table": "notes"})
+        kept = http.get(
+            f"{server.endpoint}/gateway/{actors['notes']}/inspector/database/rows", params={"table": "notes"}
+        )
     assert kept.status_code == 200, (method, route, query, body, kept.text)
     assert [row["text"] for row in kept.json()["rows"]][:1] == ["kept"]
