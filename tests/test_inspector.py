@@ -124,6 +124,18 @@ async def test_the_queue(http):
     assert queue["size"] == 3 and queue["truncated"] is True
     assert [m["name"] for m in queue["messages"]] == ["never", "never"]
     assert all(isinstance(m["createdAtMs"], int) and m["id"] for m in queue["messages"])
+    # POST: a message sent as the actor itself would (RivetKit's shape back).
+    sent = await http.post(
+        f"{API}/gateway/{actor_id}/inspector/queue", headers=_auth(token), json={"name": "never", "body": {"n": 9}}
+    )
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["name"] == "never" and sent.json()["id"] and isinstance(sent.json()["createdAtMs"], int)
+    after = (await http.get(f"{API}/gateway/{actor_id}/inspector/queue", headers=_auth(token))).json()
+    assert after["size"] == 4 and after["messages"][-1]["id"] == sent.json()["id"]
+    for bad in ({"body": 1}, {"name": ""}, {"name": 5}):
+        refused = await http.post(f"{API}/gateway/{actor_id}/inspector/queue", headers=_auth(token), json=bad)
+        assert refused.status_code == 400 and refused.json()["code"] == "invalid_request", refused.text
+    assert (await http.get(f"{API}/gateway/{actor_id}/inspector/queue", headers=_auth(token))).json()["size"] == 4
 
 
 async def test_the_database(http):

@@ -79,6 +79,14 @@ def _traces(request: HttpRequest) -> dict[str, Any]:
     return {"start_ms": optional("startMs"), "end_ms": optional("endMs"), "limit": min(limit, 10_000)}
 
 
+def _queue_send(request: HttpRequest) -> dict[str, Any]:
+    body = _body(request)
+    name = body.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest("Queue message name must not be empty")
+    return {"name": name, "body": body.get("body")}
+
+
 def _rows(request: HttpRequest) -> dict[str, Any]:
     table = request.GET.get("table")
     if not table:
@@ -120,6 +128,7 @@ ROUTES: dict[tuple[str, str], tuple[str, Callable[[HttpRequest], dict[str, Any]]
     ("GET", "connections"): ("connections", _no_args),
     ("GET", "rpcs"): ("rpcs", _no_args),
     ("GET", "queue"): ("queue", _queue),
+    ("POST", "queue"): ("queue_send", _queue_send),
     ("GET", "workflow-history"): ("workflow_history", _no_args),
     ("GET", "traces"): ("traces", _traces),
     ("GET", "database/schema"): ("database_schema", _no_args),
@@ -179,7 +188,7 @@ _SUMMARIES = {
     "state": "The actor's state (PATCH: replace it)",
     "connections": "Open connections",
     "rpcs": "Action names",
-    "queue": "Queued messages (?limit=)",
+    "queue": "Queued messages (?limit=); POST {name, body}: send one",
     "workflow-history": "Workflow history",
     "traces": "Recent spans (OTLP JSON)",
     "database/schema": "Tables of the actor's database",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import hmac
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -156,6 +157,13 @@ async def _queue(inst: ActorInstance, limit: int = 100) -> dict[str, Any]:
     }
 
 
+async def _queue_send(inst: ActorInstance, name: str, body: Any) -> dict[str, Any]:
+    """Put a message in one of the actor's queues, as the actor itself would (no
+    ``can_publish``: the caller holds the inspector token); RivetKit's ``POST queue``."""
+    message_id = await inst.queue.send(name, body)
+    return {"id": str(message_id), "name": name, "createdAtMs": int(time.time() * 1000)}
+
+
 async def _workflow_history(inst: ActorInstance) -> dict[str, Any]:
     from ..workflow import _WorkflowMethod
 
@@ -254,6 +262,7 @@ _OPERATIONS: dict[str, Callable[..., Awaitable[Any]]] = {
     "rpcs": _rpcs_op,
     "action": _action,
     "queue": _queue,
+    "queue_send": _queue_send,
     "workflow_history": _workflow_history,
     "traces": _traces,
     "database_schema": _database_schema,
