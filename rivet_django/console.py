@@ -212,21 +212,18 @@ def database_view(model_admin: Any, request: HttpRequest, object_id: str) -> Htt
     context = _context(model_admin, request, obj, f"Database of {obj}")
     context.update(table=table, page=page)
     try:
-        tables = [
-            {"name": t["table"]["name"], "rows": t["records"], "columns": [c["name"] for c in t["columns"]]}
-            for t in inspect(obj.pk, "database_schema")["schema"]["tables"]
-        ]
         if table is None:
-            context["tables"] = tables
+            context["tables"] = [
+                {"name": t["table"]["name"], "rows": t["records"], "columns": [c["name"] for c in t["columns"]]}
+                for t in inspect(obj.pk, "database_schema")["schema"]["tables"]
+            ]
         else:
-            found = next((t for t in tables if t["name"] == table), None)
-            if found is None:
-                raise ActorError("actor", "invalid_request", f"The actor's database has no table {table!r}")
-            rows = inspect(obj.pk, "database_rows", table=table, limit=ROWS_PER_PAGE, offset=(page - 1) * ROWS_PER_PAGE)
-            context["view"] = {"columns": found["columns"], "total": found["rows"]}
-            context["cells"] = [[_cell_text(row.get(c)) for c in found["columns"]] for row in rows["rows"]]
+            offset = (page - 1) * ROWS_PER_PAGE
+            view = inspect(obj.pk, "database_page", table=table, limit=ROWS_PER_PAGE, offset=offset)
+            context["view"] = view
+            context["cells"] = [[_cell_text(value) for value in row] for row in view["rows"]]
             context["previous_page"] = page - 1 if page > 1 else None
-            context["next_page"] = page + 1 if page * ROWS_PER_PAGE < found["rows"] else None
+            context["next_page"] = page + 1 if page * ROWS_PER_PAGE < view["total"] else None
     except ActorError as exc:
         context["error"] = _error_text(exc)
     return TemplateResponse(request, "admin/rivet_django/actor/database.html", context)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["RequestHeaders", "header"]
+__all__ = ["RequestHeaders", "bearer_token", "header"]
 
 #: Header name -> its META key (names come from this package's code: a small set).
 _META_KEYS: dict[str, str] = {}
@@ -25,6 +25,13 @@ def header(request: Any, name: str) -> str | None:
         _META_KEYS[name] = key
     value = request.META.get(key)
     return None if value is None else str(value)
+
+
+def bearer_token(request: Any) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None."""
+    raw = header(request, "authorization") or ""
+    token = raw[7:].strip() if raw[:7].lower() == "bearer " else ""
+    return token or None
 
 
 class RequestHeaders(Mapping[str, str]):

@@ -20,12 +20,10 @@ from collections import OrderedDict, deque
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.sdk.trace import SpanProcessor
-
 if TYPE_CHECKING:
     from .runtime.instance import ActorInstance
 
-__all__ = ["actor_span", "enabled", "extract", "inject", "recent_spans", "setup"]
+__all__ = ["actor_span", "enabled", "extract", "inject", "recent_spans", "setup", "span"]
 
 #: Finished spans kept per actor, and actors kept (the least recently traced go first).
 SPANS_PER_ACTOR = 100
@@ -50,17 +48,15 @@ def reset_enabled(**_: Any) -> None:
     _enabled = None
 
 
-class SpanBuffer(SpanProcessor):
-    """A span processor keeping each actor's recent finished spans (``rivet.actor.id``)."""
+class SpanBuffer:
+    """Each actor's recent finished spans (``rivet.actor.id``); fed by a span processor that
+    :func:`setup` adds to the SDK provider (the SDK is imported only when tracing is on)."""
 
     def __init__(self) -> None:
         self._spans: OrderedDict[str, deque[Any]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def on_start(self, span: Any, parent_context: Any = None) -> None:
-        pass
-
-    def on_end(self, span: Any) -> None:
+    def record(self, span: Any) -> None:
         actor_id = (span.attributes or {}).get("rivet.actor.id")
         if not actor_id:
             return
@@ -73,12 +69,6 @@ class SpanBuffer(SpanProcessor):
             else:
                 self._spans.move_to_end(actor_id)
             spans.append(span)
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
 
     def spans(self, actor_id: str, start_ms: int | None, end_ms: int | None, limit: int) -> tuple[list[Any], bool]:
         with self._lock:
@@ -106,7 +96,11 @@ def setup() -> None:
             return
         from opentelemetry import trace
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+        class _ToBuffer(SpanProcessor):
+            def on_end(self, span: Any) -> None:
+                BUFFER.record(span)
 
         provider = trace.get_tracer_provider()
         if not isinstance(provider, TracerProvider):
@@ -114,7 +108,7 @@ def setup() -> None:
             trace.set_tracer_provider(provider)
             provider = trace.get_tracer_provider()  # the one that was set first wins
         if isinstance(provider, TracerProvider):
-            provider.add_span_processor(BUFFER)
+            provider.add_span_processor(_ToBuffer())
         _set_up = True
 
 
@@ -127,17 +121,26 @@ def _tracer() -> Any:
 
 
 @contextlib.contextmanager
-def actor_span(name: str, inst: ActorInstance, **attributes: Any) -> Iterator[Any]:
-    """A span about ``inst`` (current while the block runs); exceptions are recorded on it."""
-    attrs = {
-        "rivet.actor.name": inst.definition.name,
-        "rivet.actor.key": list(inst.key),
-        "rivet.actor.id": inst.actor_id,
-        "rivet.node": inst.runtime.node_id,
-        **{k: v for k, v in attributes.items() if v is not None},
-    }
-    with _tracer().start_as_current_span(name, attributes=attrs) as span:
-        yield span
+def span(name: str, **attributes: Any) -> Iterator[Any]:
+    """A span (current while the block runs); exceptions are recorded on it. Attributes
+    that are None are left out; one with ``rivet.actor.id`` lands in that actor's buffer."""
+    attrs = {k: v for k, v in attributes.items() if v is not None}
+    with _tracer().start_as_current_span(name, attributes=attrs) as current:
+        yield current
+
+
+def actor_span(name: str, inst: ActorInstance, **attributes: Any) -> contextlib.AbstractContextManager[Any]:
+    """A :func:`span` about ``inst``: its name, key, id and node as attributes."""
+    return span(
+        name,
+        **{
+            "rivet.actor.name": inst.definition.name,
+            "rivet.actor.key": list(inst.key),
+            "rivet.actor.id": inst.actor_id,
+            "rivet.node": inst.runtime.node_id,
+            **attributes,
+        },
+    )
 
 
 def extract(headers: Mapping[str, str]) -> Any:

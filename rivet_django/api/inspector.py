@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Router
 
 from ..exceptions import InvalidRequest, MethodNotAllowed, PublicError
-from ..headers import header
+from ..headers import bearer_token
 from ..runtime.inspector import inspect
 from .forward import Forwarded
 from .responses import json_response
@@ -162,8 +162,7 @@ async def inspector_route(request: HttpRequest, segment: str | None, route: str)
 async def _run(request: HttpRequest, segment: str | None, op: str, args: dict[str, Any]) -> HttpResponse:
     from .gateway import _dispatch, _target
 
-    raw = header(request, "authorization") or ""
-    token = raw[7:].strip() if raw[:7].lower() == "bearer " else None
+    token = bearer_token(request)
 
     async def run(runtime: Any, actor_id: str) -> Any:
         return await inspect(runtime, actor_id, op, token, **args)

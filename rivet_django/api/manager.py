@@ -80,18 +80,13 @@ async def get_metadata(request: HttpRequest) -> HttpResponse:
 def get_metrics(request: HttpRequest) -> HttpResponse:
     """This process's Prometheus metrics, protected like the inspector: the global
     inspector token as a bearer token (open only with DEBUG on and no such token)."""
-    import hmac
-
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    from ..runtime.inspector import InspectorUnauthorized, inspector_open
+    from ..headers import bearer_token
+    from ..runtime.inspector import InspectorUnauthorized, global_token_matches, inspector_open
 
-    if not inspector_open():
-        raw = header(request, "authorization") or ""
-        token = raw[7:].strip() if raw[:7].lower() == "bearer " else ""
-        expected = str(rivet_settings.INSPECTOR_TOKEN or "")
-        if not (expected and token and hmac.compare_digest(token.encode(), expected.encode())):
-            raise InspectorUnauthorized()
+    if not (inspector_open() or global_token_matches(bearer_token(request))):
+        raise InspectorUnauthorized()
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
 

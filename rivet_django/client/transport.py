@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import httpx
 
+from rivet_django import tracing
 from rivet_django.protocol import (
     Encoding,
     QueueSendRequest,
@@ -87,9 +88,7 @@ class ActorQuery:
                 raise ValueError("an 'id' query needs an actor_id")
         elif self.method in ("get", "getOrCreate"):
             if self.key is None:
-                raise ValueError(
-                    f"a {self.method!r} query needs a key (use () for the empty key)"
-                )
+                raise ValueError(f"a {self.method!r} query needs a key (use () for the empty key)")
         else:
             raise ValueError(f"unknown query method {self.method!r}")
 
@@ -201,9 +200,7 @@ def coerce_encoding(encoding: object) -> Encoding:
     """Check an encoding (``json``, ``cbor``, ``bare``, or an ``Encoding``) and return it as an ``Encoding``."""
     value = str(getattr(encoding, "value", encoding))
     if value not in _ENCODINGS:
-        raise ValueError(
-            f"unknown encoding {encoding!r}; expected one of {', '.join(_ENCODINGS)}"
-        )
+        raise ValueError(f"unknown encoding {encoding!r}; expected one of {', '.join(_ENCODINGS)}")
     # ``Encoding`` is either an Enum (callable with the value) or a Literal alias.
     if isinstance(Encoding, type):
         return cast(Encoding, Encoding(value))  # type: ignore[call-arg,redundant-cast,unused-ignore]
@@ -247,10 +244,7 @@ def _js_truthy(value: Any) -> bool:
 
 def _query_string(params: Sequence[tuple[str, str]]) -> str:
     """``URLSearchParams.toString()``: form-encoded pairs in order."""
-    return "&".join(
-        f"{quote(k, safe='')}={quote(v, safe='').replace('%20', '+')}"
-        for k, v in params
-    )
+    return "&".join(f"{quote(k, safe='')}={quote(v, safe='').replace('%20', '+')}" for k, v in params)
 
 
 class HttpTransport(Transport):
@@ -285,9 +279,7 @@ class HttpTransport(Transport):
         self.headers: dict[str, str] = dict(headers or {})
         self._owns_http = http_client is None
         if http_client is None:
-            http_client = httpx.AsyncClient(
-                timeout=timeout, headers={"user-agent": "rivet_django-client"}
-            )
+            http_client = httpx.AsyncClient(timeout=timeout, headers={"user-agent": "rivet_django-client"})
         self._http = http_client
         self._timeout = self._http.timeout
 
@@ -309,9 +301,7 @@ class HttpTransport(Transport):
         """``GET /actors?name&key`` for get, ``PUT /actors`` for getOrCreate, ``GET /actors?actor_ids`` for ids."""
         if query.method == "id":
             assert query.actor_id is not None
-            data = await self._rest(
-                "GET", "/actors", query=[("actor_ids", query.actor_id)]
-            )
+            data = await self._rest("GET", "/actors", query=[("actor_ids", query.actor_id)])
             for actor in data.get("actors") or []:
                 if (
                     isinstance(actor, dict)
@@ -344,9 +334,7 @@ class HttpTransport(Transport):
         """``DELETE /actors/{id}``."""
         await self._rest("DELETE", f"/actors/{encode_uri_component(actor_id)}")
 
-    def _create_body(
-        self, name: str, key: Sequence[str], input: Any, has_input: bool
-    ) -> dict[str, Any]:
+    def _create_body(self, name: str, key: Sequence[str], input: Any, has_input: bool) -> dict[str, Any]:
         """The body of ``PUT``/``POST /actors``, field for field what the JS client sends."""
         body: dict[str, Any] = {
             "name": name,
@@ -393,9 +381,7 @@ class HttpTransport(Transport):
                 status_code=response.status_code,
             ) from exc
         if not isinstance(data, dict):
-            raise HttpRequestError(
-                f"{method} {path}: expected a JSON object, got {data!r}"
-            )
+            raise HttpRequestError(f"{method} {path}: expected a JSON object, got {data!r}")
         return data
 
     # -- gateway (actor routes) ---------------------------------------------
@@ -421,9 +407,7 @@ class HttpTransport(Transport):
         try:
             return decode_action_response(self.encoding, response.content)
         except Exception as exc:
-            raise HttpRequestError(
-                f"action {name!r}: could not parse the response: {exc}"
-            ) from exc
+            raise HttpRequestError(f"action {name!r}: could not parse the response: {exc}") from exc
 
     async def send_queue(
         self,
@@ -437,9 +421,7 @@ class HttpTransport(Transport):
         """``POST /gateway/.../queue/{name}``."""
         url = await self._gateway_url(query, f"/queue/{encode_uri_component(name)}")
         timeout_ms = None if timeout is None else max(0, round(timeout * 1000))
-        request = QueueSendRequest(
-            body=body, name=name, wait=wait, timeout_ms=timeout_ms
-        )
+        request = QueueSendRequest(body=body, name=name, wait=wait, timeout_ms=timeout_ms)
         content = encode_queue_send_request(self.encoding, request)
         response = await self._send(
             "POST",
@@ -453,9 +435,7 @@ class HttpTransport(Transport):
         try:
             status, value = decode_queue_send_response(self.encoding, response.content)
         except Exception as exc:
-            raise HttpRequestError(
-                f"queue {name!r}: could not parse the response: {exc}"
-            ) from exc
+            raise HttpRequestError(f"queue {name!r}: could not parse the response: {exc}") from exc
         result: dict[str, Any] = {"status": status}
         if value is not None:
             result["response"] = value
@@ -515,9 +495,7 @@ class HttpTransport(Transport):
         """
         if query.method == "id":
             assert query.actor_id is not None
-            return (
-                f"{self.endpoint}/gateway/{encode_uri_component(query.actor_id)}{path}"
-            )
+            return f"{self.endpoint}/gateway/{encode_uri_component(query.actor_id)}{path}"
         key = query.key or ()
         pairs: list[tuple[str, str]] = [
             ("rvt-namespace", self.namespace),
@@ -548,9 +526,7 @@ class HttpTransport(Transport):
             return self._timeout
         base = self._timeout
         read = None if timeout is None or base.read is None else base.read + timeout
-        return httpx.Timeout(
-            connect=base.connect, read=read, write=base.write, pool=base.pool
-        )
+        return httpx.Timeout(connect=base.connect, read=read, write=base.write, pool=base.pool)
 
     # -- plumbing -------------------------------------------------------------
 
@@ -564,8 +540,6 @@ class HttpTransport(Transport):
         timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         """Send one request; transport failures become :class:`HttpRequestError`."""
-        from .. import tracing
-
         if tracing.enabled():  # the caller's trace goes along (W3C traceparent)
             headers = dict(headers)
             tracing.inject(headers)
@@ -578,9 +552,7 @@ class HttpTransport(Transport):
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.TimeoutException as exc:
-            raise HttpRequestError(
-                f"{method} {_redact(url)} timed out: {exc!r}"
-            ) from exc
+            raise HttpRequestError(f"{method} {_redact(url)} timed out: {exc!r}") from exc
         except httpx.HTTPError as exc:
             raise HttpRequestError(f"{method} {_redact(url)} failed: {exc!r}") from exc
 

@@ -347,26 +347,26 @@ async def _operate(header: dict[str, Any], body: bytes, reply: Callable[[bytes],
         await reply(_frame({"i": header["i"], "s": status, "h": []}, answer))
 
 
-async def _run_action(header: dict[str, Any], args: Any) -> Any:
-    """``run_action``: an action called without a connection (a scheduled run), wherever its actor lives."""
+def _gateway() -> Any:
+    """This node's gateway (a process hosting no actors serves no operations)."""
     from ..node import get_node
 
     node = get_node()
     if node is None:
         raise ActorStopping("This process hosts no actors")
-    return await node.gateway.run_action(header["a"], header["n"], list(args), hops=int(header.get("hops", 1)))
+    return node.gateway
+
+
+async def _run_action(header: dict[str, Any], args: Any) -> Any:
+    """``run_action``: an action called without a connection (a scheduled run), wherever its actor lives."""
+    return await _gateway().run_action(header["a"], header["n"], list(args), hops=int(header.get("hops", 1)))
 
 
 async def _inspect(header: dict[str, Any], payload: Any) -> Any:
     """``inspect``: an inspector operation for an authorized caller (the admin), where the actor lives."""
-    from ..node import get_node
-
-    node = get_node()
-    if node is None:
-        raise ActorStopping("This process hosts no actors")
     args = dict(payload)
     op = str(args.pop("op"))
-    return await node.gateway.inspect(header["a"], op, hops=int(header.get("hops", 1)), **args)
+    return await _gateway().inspect(header["a"], op, hops=int(header.get("hops", 1)), **args)
 
 
 #: Internal operations a peer may ask for over the link, by name.

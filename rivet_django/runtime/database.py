@@ -259,14 +259,16 @@ class ActorDatabase:
     # -- looking inside (admin, inspector) ---------------------------------------------------
 
     async def tables(self) -> list[dict[str, Any]]:
-        """Its tables: ``{"name", "columns", "rows"}`` (row counts), by name."""
+        """Its tables by name: ``{"name", "info" (PRAGMA table_info rows), "foreign_keys", "rows"}``
+        (``rows``: the row count)."""
         return await self._statement(_tables, "", None)  # type: ignore[no-any-return]
 
-    async def rows(self, table: str, *, limit: int = 50, offset: int = 0) -> dict[str, Any]:
-        """A page of a table's rows: ``{"table", "columns", "rows", "total"}``; values made
-        JSON-safe (bytes as ``{"$bytes": hex}``). ``actor.invalid_request`` for no such table."""
+    async def rows(self, table: str, *, limit: int = 50, offset: int = 0, count: bool = True) -> dict[str, Any]:
+        """A page of a table's rows: ``{"columns", "rows", "total"}`` (``total`` None unless
+        ``count``: it scans the table); values made JSON-safe (bytes as ``{"$bytes": hex}``).
+        ``actor.invalid_request`` for no such table."""
         limit = max(0, min(int(limit), 1000))
-        return await self._statement(_rows, table, (limit, max(0, int(offset))))  # type: ignore[no-any-return]
+        return await self._statement(_rows, table, (limit, max(0, int(offset)), count))  # type: ignore[no-any-return]
 
     async def inspect_execute(self, sql: str, args: Any = None, *, readonly: bool = True) -> list[dict[str, Any]]:
         """One statement from the inspector (``args``: a list for ``?``, a dict for ``:name``);
@@ -407,15 +409,7 @@ def _tables(conn: sqlite3.Connection, _sql: str, _args: Any) -> list[dict[str, A
         info = _execute(conn, f"PRAGMA table_info({_quoted(name)})", ())
         foreign_keys = _execute(conn, f"PRAGMA foreign_key_list({_quoted(name)})", ())
         (count,) = conn.execute(f"SELECT count(*) FROM {_quoted(name)}").fetchone()
-        out.append(
-            {
-                "name": name,
-                "columns": [column["name"] for column in info],
-                "info": info,
-                "foreign_keys": foreign_keys,
-                "rows": int(count),
-            }
-        )
+        out.append({"name": name, "info": info, "foreign_keys": foreign_keys, "rows": int(count)})
     return out
 
 
@@ -432,18 +426,19 @@ def _inspect_execute(conn: sqlite3.Connection, sql: str, options: tuple[Any, boo
     return [{key: _cell(value) for key, value in row.items()} for row in rows]
 
 
-def _rows(conn: sqlite3.Connection, table: str, page: tuple[int, int]) -> dict[str, Any]:
+def _rows(conn: sqlite3.Connection, table: str, page: tuple[int, int, bool]) -> dict[str, Any]:
     # Only a name SQLite lists: nothing a caller sends becomes SQL.
     if table not in _table_names(conn):
         raise InvalidRequest(f"The actor's database has no table {table!r}")
-    (total,) = conn.execute(f"SELECT count(*) FROM {_quoted(table)}").fetchone()
-    cursor = conn.execute(f"SELECT * FROM {_quoted(table)} LIMIT ? OFFSET ?", page)
+    limit, offset, count = page
+    total = conn.execute(f"SELECT count(*) FROM {_quoted(table)}").fetchone()[0] if count else None
+    cursor = conn.execute(f"SELECT * FROM {_quoted(table)} LIMIT ? OFFSET ?", (limit, offset))
     try:
         columns = [d[0] for d in cursor.description or ()]
         rows = [[_cell(value) for value in row] for row in cursor.fetchall()]
     finally:
         cursor.close()
-    return {"table": table, "columns": columns, "rows": rows, "total": int(total)}
+    return {"columns": columns, "rows": rows, "total": None if total is None else int(total)}
 
 
 def _cell(value: Any) -> Any:

@@ -44,15 +44,18 @@ def inspector_open() -> bool:
     return bool(settings.DEBUG) and not rivet_settings.INSPECTOR_TOKEN
 
 
-async def authorize(runtime: ActorRuntime, actor_id: str, token: str | None) -> None:
+def global_token_matches(token: str | None) -> bool:
+    """Whether ``token`` is ``RIVET["INSPECTOR_TOKEN"]`` (constant time; False if none is set)."""
     from ..conf import rivet_settings
 
-    if inspector_open():
+    expected = rivet_settings.INSPECTOR_TOKEN
+    return bool(token and expected and hmac.compare_digest(token.encode(), str(expected).encode()))
+
+
+async def authorize(runtime: ActorRuntime, actor_id: str, token: str | None) -> None:
+    if inspector_open() or global_token_matches(token):
         return
     if token:
-        global_token = rivet_settings.INSPECTOR_TOKEN
-        if global_token and hmac.compare_digest(token.encode(), str(global_token).encode()):
-            return
         own = await runtime.store.inspector_token(actor_id)  # type: ignore[attr-defined]
         if own and hmac.compare_digest(token.encode(), own.encode()):
             return
@@ -224,8 +227,13 @@ async def _database_schema(inst: ActorInstance) -> dict[str, Any]:
 
 
 async def _database_rows(inst: ActorInstance, table: str, limit: int = 100, offset: int = 0) -> dict[str, Any]:
-    page = await _database(inst).rows(table, limit=min(max(limit, 0), 500), offset=max(offset, 0))
+    page = await _database(inst).rows(table, limit=min(max(limit, 0), 500), offset=max(offset, 0), count=False)
     return {"rows": [dict(zip(page["columns"], row, strict=True)) for row in page["rows"]]}
+
+
+async def _database_page(inst: ActorInstance, table: str, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+    """A page of a table with its columns and row count (the admin's browser; not a RivetKit route)."""
+    return await _database(inst).rows(table, limit=limit, offset=offset)  # type: ignore[no-any-return]
 
 
 async def _database_execute(inst: ActorInstance, sql: str, args: Any = None, readonly: bool = True) -> dict[str, Any]:
@@ -267,6 +275,7 @@ _OPERATIONS: dict[str, Callable[..., Awaitable[Any]]] = {
     "traces": _traces,
     "database_schema": _database_schema,
     "database_rows": _database_rows,
+    "database_page": _database_page,
     "database_execute": _database_execute,
 }
 

@@ -993,17 +993,12 @@ class Scheduler:
         where the actor lives, this node or another one (it may have moved since the claim)."""
         args = list(serde.loads(record.args))
         if tracing.enabled():
-            from opentelemetry import trace
-
-            span = trace.get_tracer("rivet_django").start_as_current_span(
-                f"schedule {record.action}",
-                attributes={
-                    "rivet.actor.id": record.actor_id,
-                    "rivet.schedule": record.id,
-                    "rivet.node": self.runtime.node_id,
-                },
-            )
-            with span:
+            attributes = {
+                "rivet.actor.id": record.actor_id,
+                "rivet.schedule": record.id,
+                "rivet.node": self.runtime.node_id,
+            }
+            with tracing.span(f"schedule {record.action}", **attributes):
                 await self._call_routed(record, args)
             return
         await self._call_routed(record, args)
