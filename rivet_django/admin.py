@@ -110,6 +110,24 @@ class WorkflowEntryInline(_ReadOnlyInline):
     ordering = ("id",)
 
 
+#: Where each row of a changelist page keeps its page's :class:`_PageConnections`.
+_PAGE_ATTRIBUTE = "_rivet_page_connections"
+
+
+class _PageConnections:
+    """The connections column of one changelist page: its nodes are asked on the first
+    cell shown, once for the whole page (a POST of an admin action shows none)."""
+
+    def __init__(self, rows: list[Actor]) -> None:
+        self.rows = rows
+        self._texts: dict[str, str] | None = None
+
+    def text(self, actor: Actor) -> str:
+        if self._texts is None:
+            self._texts = console.connection_texts(self.rows)
+        return self._texts.get(actor.pk, "—")
+
+
 @admin.register(Actor)
 class ActorAdmin(ReadOnlyAdmin):
     list_display = (
@@ -118,6 +136,7 @@ class ActorAdmin(ReadOnlyAdmin):
         "namespace",
         "status_now",
         "node",
+        "connections",
         "queue_size",
         "schedule_count",
         "last_active_at",
@@ -161,6 +180,15 @@ class ActorAdmin(ReadOnlyAdmin):
             )
         )
 
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        """The changelist, its page's rows sharing one :class:`_PageConnections`."""
+        changelist = super().get_changelist_instance(request)
+        rows = list(changelist.result_list)  # evaluated (and cached) here: the page renders these rows
+        page = _PageConnections(rows)
+        for row in rows:
+            setattr(row, _PAGE_ATTRIBUTE, page)
+        return changelist
+
     def get_urls(self) -> list[Any]:
         info = self.opts.app_label, self.opts.model_name
         views = [
@@ -199,6 +227,12 @@ class ActorAdmin(ReadOnlyAdmin):
     def destroy_actors(self, request: HttpRequest, queryset: Any) -> HttpResponse | None:
         return console.destroy_many(self, request, queryset)
 
+    @admin.display(description="connections")
+    def connections(self, obj: Actor) -> str:
+        """Live connections of an awake actor, asked of its node (never woken to count them)."""
+        page: _PageConnections | None = getattr(obj, _PAGE_ATTRIBUTE, None)
+        return page.text(obj) if page is not None else "—"
+
     @admin.display(description="queued", ordering="queued")
     def queue_size(self, obj: Actor) -> int:
         return int(getattr(obj, "queued", 0))
@@ -227,9 +261,7 @@ class ActorAdmin(ReadOnlyAdmin):
     @admin.display(description="status", ordering="status")
     def status_now(self, obj: Actor) -> str:
         """Awake only while a node's lease on it lasts (a dead node's actors are not awake)."""
-        from django.utils import timezone
-
-        if obj.status == "awake" and (obj.lease_expires_at is None or obj.lease_expires_at < timezone.now()):
+        if obj.status == "awake" and not console.lease_live(obj):
             return "asleep (its node stopped renewing)"
         return str(obj.get_status_display())
 

@@ -28,8 +28,8 @@ DEFAULTS: dict[str, Any] = {
     "DB_APPS": [],
     # Count calls, commits and schedule lag for Prometheus ({api}/metrics).
     "METRICS": True,
-    # OpenTelemetry spans for action calls, scheduled runs and workflow steps (off:
-    # nothing on the hot path). Export with your own SDK setup (OTLP).
+    # OpenTelemetry spans for action calls, scheduled runs, workflow steps and queue
+    # messages (off: nothing on the hot path). Export with your own SDK setup (OTLP).
     "TRACING": False,
     # Global inspector token; per-actor tokens are accepted too.
     "INSPECTOR_TOKEN": None,

@@ -7,12 +7,15 @@ gateway (``Gateway.inspect``), so a web worker's admin reaches actors held by a
 the state, call an action, sleep, wake, destroy) needs the change permission,
 ``rivet_django.change_actor``. User-facing errors (a bad argument, an action's
 ``UserError``) are shown; internal ones arrive masked (the node that ran them
-logged them).
+logged them). The actor list's connection counts are only read from the nodes
+holding the actors (:func:`connection_texts`): listing wakes nothing.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -21,13 +24,26 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 
 from .client.errors import ActorError
+from .runtime.inspector import state_fingerprint
 
-__all__ = ["can_operate", "database_view", "destroy_view", "inspect", "operate_view"]
+__all__ = [
+    "can_operate",
+    "connection_texts",
+    "database_view",
+    "destroy_view",
+    "inspect",
+    "lease_live",
+    "operate_view",
+]
 
 #: Rows per page of the database browser.
 ROWS_PER_PAGE = 50
+
+#: Seconds the actor list waits for a node's connection counts (then shows "?" for its actors).
+COUNTS_TIMEOUT = 1.0
 
 
 def inspect(actor_id: str, op: str, **args: Any) -> Any:
@@ -68,6 +84,48 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
 
 
+# -- the actor list's connections column --------------------------------------------------
+
+
+def lease_live(actor: Any, now: datetime.datetime | None = None) -> bool:
+    """Whether a node holds the actor's lease now (awake there, or asleep with connections
+    hibernating there): a dead node's actors are held by nobody."""
+    expires = actor.lease_expires_at
+    return bool(actor.node) and expires is not None and expires >= (now or timezone.now())
+
+
+def connection_texts(actors: Iterable[Any]) -> dict[str, str]:
+    """The "connections" cell of each actor of a page of the actor list, by id.
+
+    Awake: its live connections; asleep with connections hibernating on its node: "N
+    hibernating"; otherwise "—", without asking anyone. The nodes holding the others
+    are asked once each, all at once, for as long as :data:`COUNTS_TIMEOUT`; a node
+    that does not answer shows "?". Nothing is woken, and no node is started here.
+    """
+    from .cluster.gateway import connection_counts
+
+    rows = list(actors)
+    now = timezone.now()
+    owners: dict[str, list[str]] = {}
+    for actor in rows:
+        if actor.status in ("awake", "sleeping") and lease_live(actor, now):
+            owners.setdefault(actor.node, []).append(actor.pk)
+    counts = async_to_sync(connection_counts)(owners, timeout=COUNTS_TIMEOUT) if owners else {}
+    asked = {actor_id for ids in owners.values() for actor_id in ids}
+    return {actor.pk: _count_text(counts, actor.pk) if actor.pk in asked else "—" for actor in rows}
+
+
+def _count_text(counts: dict[str, dict[str, Any] | None], actor_id: str) -> str:
+    if actor_id not in counts:
+        return "—"  # its node does not hold it (any more)
+    count = counts[actor_id]
+    if count is None:
+        return "?"  # its node did not answer
+    if count["awake"]:
+        return str(count["live"])
+    return f"{count['hibernated']} hibernating"
+
+
 # -- the operate page ------------------------------------------------------------------------
 
 
@@ -90,6 +148,7 @@ def operate_view(model_admin: Any, request: HttpRequest, object_id: str) -> Http
     else:
         context["summary"] = summary
         context["state_json"] = pretty(summary["state"])
+        context["state_fingerprint"] = state_fingerprint(summary["state"])
         context["connections"] = [
             {"id": c["id"], "params": pretty(c["details"]["params"]), "subscriptions": c["details"]["subscriptions"]}
             for c in summary["connections"]
@@ -110,7 +169,8 @@ def _operate(request: HttpRequest, actor_id: str) -> None:
             except ValueError as exc:
                 messages.error(request, f"The state is not valid JSON: {exc}. Nothing was changed.")
                 return
-            inspect(actor_id, "patch_state", state=state)
+            # Only over the state the form showed: a change made since is not overwritten.
+            inspect(actor_id, "patch_state", state=state, expected=request.POST.get("expected") or None)
             messages.success(request, "State replaced and committed.")
         elif op == "action":
             name = request.POST.get("action", "")

@@ -14,6 +14,7 @@ requests do, so routing is by actor, not by transport.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -21,7 +22,7 @@ from urllib.parse import parse_qsl, unquote
 
 from django.http import QueryDict
 
-from . import protocol
+from . import protocol, tracing
 from .cluster import current_gateway
 from .cluster.peers import HOPS_HEADER, Peer, Relay, forwarded_route
 from .conf import rivet_settings
@@ -191,6 +192,9 @@ class ActorConnectConsumer(_GatewaySocket):
 
     conn: Conn | None = None
     relay: Relay | None = None
+    #: Tracing on: the context of the ``traceparent`` the upgrade request carried, which
+    #: the connection's actions (and its connect hooks) continue.
+    trace: Any = None
 
     async def _relayed_frame(self, frame: str | bytes) -> None:
         self.outbox.put_nowait(("frame", frame))
@@ -225,12 +229,17 @@ class ActorConnectConsumer(_GatewaySocket):
             target = _target(self.scope, subprotocols)
             request = ConnectRequest(self.scope)
             sink = _ConnectionSink(self)
+            if tracing.enabled() and "traceparent" in request.headers:
+                self.trace = tracing.extract(request.headers)
 
             async def open_conn(runtime: Any, actor_id: str) -> Conn:
                 self.runtime = runtime
                 return await runtime.connect(actor_id, params, sink=sink, request=request)  # type: ignore[no-any-return]
 
-            actor_id, conn = await gateway.dispatch(target, open_conn, _relay_to(self.scope), hops=_hops(self.scope))
+            with self._traced():
+                actor_id, conn = await gateway.dispatch(
+                    target, open_conn, _relay_to(self.scope), hops=_hops(self.scope)
+                )
             if isinstance(conn, Relay):
                 # The actor lives on another node: its frames and its close pass through.
                 self.relay = conn
@@ -299,10 +308,15 @@ class ActorConnectConsumer(_GatewaySocket):
             except Exception as exc:
                 self.enqueue(self.error_message(exc, None))
 
+    def _traced(self) -> contextlib.AbstractContextManager[Any]:
+        """The block continues the upgrade request's trace, if it carried one."""
+        return tracing.within(self.trace) if self.trace is not None else contextlib.nullcontext()
+
     async def run_action(self, request: protocol.ActionRequest) -> None:
         assert self.conn is not None
         try:
-            output = await self.runtime.call_action(self.conn.actor_id, request.name, request.args, conn=self.conn)
+            with self._traced():
+                output = await self.runtime.call_action(self.conn.actor_id, request.name, request.args, conn=self.conn)
             frame = protocol.encode_to_client(
                 self.encoding, protocol.ActionResponse(request.id, output), SERVER_FRAME_VERSION
             )

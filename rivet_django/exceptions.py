@@ -83,12 +83,14 @@ __all__ = [
     "QueueNotDeclared",
     "QueuePreviousMessageNotCompleted",
     "RivetError",
+    "StateConflict",
     "StateMutationReentrant",
     "StateNotEnabled",
     "StateNotSerializable",
     "TooManySchedules",
     "UserError",
     "WorkflowHistoryDivergence",
+    "WorkflowInFlight",
     "WorkflowOutsideStep",
     "WorkflowStepFailed",
     "public_error_of",
@@ -384,6 +386,24 @@ class WorkflowHistoryDivergence(PublicError):
     code = "history_divergence"
     status_code = 500
     default_message = "The workflow does not match its recorded history"
+
+
+class StateConflict(PublicError):
+    """A state replacement based on a state that changed since it was read (the admin's edit form)."""
+
+    group = "inspector"
+    code = "state_conflict"
+    status_code = 409
+    default_message = "The state changed since it was read; reload it and edit again"
+
+
+class WorkflowInFlight(PublicError):
+    """The inspector's workflow replay, asked while the workflow runs (RivetKit's code and text)."""
+
+    group = "actor"
+    code = "workflow_in_flight"
+    status_code = 409
+    default_message = "Workflow replay is unavailable while the workflow is currently in flight."
 
 
 class WorkflowOutsideStep(PublicError):

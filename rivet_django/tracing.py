@@ -1,10 +1,11 @@
 """OpenTelemetry spans of actors (``RIVET["TRACING"]``, off by default).
 
-When on, action calls, scheduled runs and workflow steps are spans of the tracer
-``rivet_django``, with the actor's name, key, id and node as attributes. The W3C
-``traceparent`` header carries the context in and out: an HTTP action call continues
-its caller's trace, and the Python client (so ``self.client()`` calls, also those
-forwarded to another node) sends its current one. Export with the standard SDK setup
+When on, action calls, scheduled runs, workflow steps and queue messages (sent, then
+received and handled) are spans of the tracer ``rivet_django``, with the actor's name,
+key, id and node as attributes. The W3C ``traceparent`` header carries the context in
+and out: an HTTP action call or queue send, and the actions of a WebSocket connection
+opened with one, continue their caller's trace, and the Python client (so
+``self.client()`` calls, also those forwarded to another node) sends its current one. Export with the standard SDK setup
 (an ``OTLPSpanExporter`` on your ``TracerProvider``); without one, rivet_django installs
 an SDK provider so the inspector still sees spans. Each actor's recent finished spans
 are kept in a bounded buffer that the inspector's ``traces`` route reads, as OTLP JSON.
@@ -15,15 +16,36 @@ Off, nothing here runs on the hot path: callers check :func:`enabled` first.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterator, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from .runtime.instance import ActorInstance
 
-__all__ = ["actor_span", "enabled", "extract", "inject", "recent_spans", "setup", "span"]
+__all__ = [
+    "actor_attributes",
+    "actor_span",
+    "current_span_context",
+    "enabled",
+    "end_span",
+    "extract",
+    "inject",
+    "make_current",
+    "producer_span",
+    "recent_spans",
+    "restore",
+    "setup",
+    "span",
+    "start_span",
+    "within",
+]
+
+Kind = Literal["internal", "producer", "consumer"]
+"""The span kinds rivet_django makes: its own work, a message sent, a message handled."""
 
 #: Finished spans kept per actor, and actors kept (the least recently traced go first).
 SPANS_PER_ACTOR = 100
@@ -84,6 +106,8 @@ class SpanBuffer:
 
 
 BUFFER = SpanBuffer()
+logger = logging.getLogger("rivet_django.tracing")
+
 _set_up = False
 _setup_lock = threading.Lock()
 
@@ -105,11 +129,26 @@ def setup() -> None:
         provider = trace.get_tracer_provider()
         if not isinstance(provider, TracerProvider):
             provider = TracerProvider(resource=Resource.create({"service.name": "rivet_django"}))
+            _add_otlp_exporter(provider)
             trace.set_tracer_provider(provider)
             provider = trace.get_tracer_provider()  # the one that was set first wins
         if isinstance(provider, TracerProvider):
             provider.add_span_processor(_ToBuffer())
         _set_up = True
+
+
+def _add_otlp_exporter(provider: Any) -> None:
+    """Export to an OTLP/HTTP collector when the standard environment names one
+    (``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``; the
+    exporter reads its other ``OTEL_EXPORTER_OTLP_*`` variables itself), in batches."""
+    if not (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+        return
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    exporter = OTLPSpanExporter()
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    logger.info("Exporting spans over OTLP/HTTP to %s", getattr(exporter, "_endpoint", "?"))
 
 
 def _tracer() -> Any:
@@ -120,27 +159,110 @@ def _tracer() -> Any:
     return trace.get_tracer("rivet_django", __version__)
 
 
-@contextlib.contextmanager
-def span(name: str, **attributes: Any) -> Iterator[Any]:
+def _kind(kind: Kind) -> Any:
+    from opentelemetry.trace import SpanKind
+
+    return {"internal": SpanKind.INTERNAL, "producer": SpanKind.PRODUCER, "consumer": SpanKind.CONSUMER}[kind]
+
+
+def span(name: str, **attributes: Any) -> contextlib.AbstractContextManager[Any]:
     """A span (current while the block runs); exceptions are recorded on it. Attributes
     that are None are left out; one with ``rivet.actor.id`` lands in that actor's buffer."""
+    return _current_span(name, "internal", attributes)
+
+
+@contextlib.contextmanager
+def _current_span(name: str, kind: Kind, attributes: Mapping[str, Any]) -> Iterator[Any]:
     attrs = {k: v for k, v in attributes.items() if v is not None}
-    with _tracer().start_as_current_span(name, attributes=attrs) as current:
+    with _tracer().start_as_current_span(name, kind=_kind(kind), attributes=attrs) as current:
         yield current
+
+
+def actor_attributes(inst: ActorInstance) -> dict[str, Any]:
+    """The attributes that say which actor a span is about (and put it in its buffer)."""
+    return {
+        "rivet.actor.name": inst.definition.name,
+        "rivet.actor.key": list(inst.key),
+        "rivet.actor.id": inst.actor_id,
+        "rivet.node": inst.runtime.node_id,
+    }
 
 
 def actor_span(name: str, inst: ActorInstance, **attributes: Any) -> contextlib.AbstractContextManager[Any]:
     """A :func:`span` about ``inst``: its name, key, id and node as attributes."""
-    return span(
-        name,
-        **{
-            "rivet.actor.name": inst.definition.name,
-            "rivet.actor.key": list(inst.key),
-            "rivet.actor.id": inst.actor_id,
-            "rivet.node": inst.runtime.node_id,
-            **attributes,
-        },
+    return _current_span(name, "internal", {**actor_attributes(inst), **attributes})
+
+
+def producer_span(name: str, inst: ActorInstance, **attributes: Any) -> contextlib.AbstractContextManager[Any]:
+    """An :func:`actor_span` of kind producer: work (a queue message) handed on for later."""
+    return _current_span(name, "producer", {**actor_attributes(inst), **attributes})
+
+
+def start_span(
+    name: str, *, parent: Any = None, links: Iterable[Any] = (), kind: Kind = "internal", **attributes: Any
+) -> Any:
+    """A span that is not made current and that the caller ends (``span.end()``): for work
+    that starts in one call and ends in another, such as handling a queue message.
+
+    ``parent`` is a span context (None: the current span's), ``links`` span contexts
+    the span refers to without descending from them (a message's sender)."""
+    from opentelemetry import trace
+
+    attrs = {k: v for k, v in attributes.items() if v is not None}
+    context = trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent is not None else None
+    return _tracer().start_span(
+        name, context=context, kind=_kind(kind), attributes=attrs, links=[trace.Link(link) for link in links]
     )
+
+
+def end_span(ended: Any, *, error: str | None = None, **attributes: Any) -> None:
+    """End a :func:`start_span` span, with last attributes and, for ``error``, the error status."""
+    if attributes:
+        ended.set_attributes(attributes)
+    if error is not None:
+        from opentelemetry.trace import Status, StatusCode
+
+        ended.set_status(Status(StatusCode.ERROR, error))
+    ended.end()
+
+
+def current_span_context() -> Any:
+    """The current span's context, or None when no span is current (a ``run`` loop, a task)."""
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    return context if context.is_valid else None
+
+
+def make_current(current: Any) -> tuple[Any, Any]:
+    """Make ``current`` the current span until :func:`restore` is given what this returns
+    (both in the same task): spans begun in between are its children."""
+    from opentelemetry import context, trace
+
+    return context.attach(trace.set_span_in_context(current)), current
+
+
+def restore(made: tuple[Any, Any]) -> None:
+    """Undo a :func:`make_current`, unless another span became current since: code that
+    made its own current in between (a ``with`` block around the handling) restores the
+    context itself, and undoing ours then would bring back a span it already left."""
+    from opentelemetry import context, trace
+
+    token, current = made
+    if trace.get_current_span() is current:
+        context.detach(token)
+
+
+@contextlib.contextmanager
+def within(parent: Any) -> Iterator[None]:
+    """Run the block in ``parent``, a context :func:`extract` returned: its spans continue that trace."""
+    from opentelemetry import context
+
+    token = context.attach(parent)
+    try:
+        yield
+    finally:
+        context.detach(token)
 
 
 def extract(headers: Mapping[str, str]) -> Any:
@@ -185,6 +307,14 @@ def _otlp(span: Any) -> dict[str, Any]:
                 "attributes": [{"key": k, "value": _otlp_value(v)} for k, v in (event.attributes or {}).items()],
             }
             for event in span.events
+        ],
+        "links": [
+            {
+                "traceId": format(link.context.trace_id, "032x"),
+                "spanId": format(link.context.span_id, "016x"),
+                "attributes": [{"key": k, "value": _otlp_value(v)} for k, v in (link.attributes or {}).items()],
+            }
+            for link in span.links
         ],
     }
 

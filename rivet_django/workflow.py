@@ -259,6 +259,8 @@ class _Engine:
         self.on_error: Callable[..., Any] | None = None
         #: Completable messages this run received and did not complete yet.
         self.uncompleted: list[RecordedMessage] = []
+        #: Steps whose function runs now (a replay waits for none: see ``in_flight``).
+        self.steps_running = 0
 
     def answer(self, message: RecordedMessage, response: Any) -> None:
         """Answer the sender of a completable message (if one waits, in this process)."""
@@ -707,6 +709,7 @@ class WorkflowContext:
             attempts += 1
             token = _IN_STEP.set(True)
             inst._begin_turn()  # a running step keeps the actor awake, like a call
+            engine.steps_running += 1
             try:
                 if timeout is None:
                     value = await _call(fn, *args)
@@ -742,6 +745,7 @@ class WorkflowContext:
             finally:
                 _IN_STEP.reset(token)
                 inst._end_turn()
+                engine.steps_running -= 1
             await engine.write(loc, kind, "completed", {"p": pos, "v": value}, attempts=attempts, with_state=True)
             return StepResult(True, value, attempts=attempts)
 

@@ -83,6 +83,7 @@ RIVET = {
     "SQLITE_SYNCHRONOUS": "NORMAL",
     "DB_APPS": ["notes"],
     "INSPECTOR_TOKEN": os.environ.get("RIVET_TEST_INSPECTOR_TOKEN") or None,
+    "TRACING": os.environ.get("RIVET_TRACING") == "1",
     # RIVET_TEST_DB_BACKEND=shared runs self.db on the shared backend with SQLite too
     # (None: "shared" on PostgreSQL, "local" on SQLite).
     "DB_BACKEND": os.environ.get("RIVET_TEST_DB_BACKEND") or None,

@@ -26,6 +26,8 @@ RIVET = {
     "SHUTDOWN_TIMEOUT": 5.0,
     "DB_APPS": ["notes"],
     "INSPECTOR_TOKEN": "cluster-inspector",
+    # OpenTelemetry spans (tests/test_tracing.py's cross-node test turns them on).
+    "TRACING": os.environ.get("RIVET_TRACING") == "1",
     # None: "shared" (the database is PostgreSQL); bench/database.py measures "local" too.
     "DB_BACKEND": os.environ.get("RIVET_TEST_DB_BACKEND") or None,
     # Each process its own disk (a node restarted after kill -9 starts with an empty one):

@@ -93,6 +93,19 @@ def test_staff_operate_an_actor_through_the_runtime(live):
         assert "State replaced and committed." in _messages(done)
         called = _post(http, console, {"op": "action", "action": "increment", "args": "[1]"})
         assert "ncrement(...) returned: 42" in _messages(called)
+        # An edit over a state that changed since the page showed it is refused, clearly.
+        form = http.get(console)
+        expected = re.search(r'name="expected" value="([0-9a-f]+)"', form.text).group(1)
+        assert _call(live.endpoint, "counter", "console", "increment", [1]).json()["output"] == 43
+        stale = _post(http, console, {"op": "state", "state": '{"count": 0}', "expected": expected})
+        assert "The state changed since it was read" in _messages(stale), _messages(stale)
+        assert "Nothing was changed" in _messages(stale)
+        assert _call(live.endpoint, "counter", "console", "increment", [-1]).json()["output"] == 42
+        # Back to the state the form showed: the same fingerprint, so the edit goes through.
+        fresh = re.search(r'name="expected" value="([0-9a-f]+)"', http.get(console).text).group(1)
+        assert fresh == expected
+        kept = _post(http, console, {"op": "state", "state": '{"count": 42}', "expected": fresh})
+        assert "State replaced and committed." in _messages(kept)
         bad = _post(http, console, {"op": "state", "state": "{not json"})
         assert "not valid JSON" in _messages(bad) and "Nothing was changed" in _messages(bad)
         refused = _post(http, console, {"op": "action", "action": "add_kw", "args": "[1, 2, 3]"})

@@ -185,8 +185,9 @@ async def test_workflow_history_traces_and_unknown_routes(http, rivet_node):
             break
         await asyncio.sleep(0.02)
     assert history["isWorkflowEnabled"] is True and history["workflowState"] in ("running", "failed")
-    steps = [e for e in history["history"]["entries"] if e["kind"] == "step"]
-    assert steps and steps[0]["status"] == "completed"
+    entries, metadata = history["history"]["entries"], history["history"]["entryMetadata"]
+    steps = [e for e in entries if e["kind"]["tag"] == "WorkflowStepEntry"]
+    assert steps and metadata[steps[0]["id"]]["status"] == "COMPLETED"
     counter_id, counter_token = await _actor(http, "counter", "wf", "increment", [1])
     plain = (
         await http.get(f"{API}/gateway/{counter_id}/inspector/workflow-history", headers=_auth(counter_token))
@@ -194,7 +195,8 @@ async def test_workflow_history_traces_and_unknown_routes(http, rivet_node):
     assert plain == {"history": None, "workflowState": None, "isWorkflowEnabled": False}
     assert (await http.get(f"{base}/traces", headers=_auth(token))).json() == {"otlp": [], "clamped": False}
     unknown = await http.get(f"{base}/nothing-here", headers=_auth(token))
-    assert unknown.status_code == 404 and unknown.json()["group"] == "inspector"
+    assert unknown.status_code == 404 and unknown.json()["code"] == "not_found"
+    assert unknown.json()["message"] == "Inspector route was not found"
     assert (await http.post(f"{base}/summary", headers=_auth(token))).status_code == 405
 
 
@@ -211,3 +213,223 @@ def test_openapi_lists_the_inspector_routes(client):
     paths = schema["paths"]
     for route in ("summary", "state", "database/rows", "database/execute", "action/{name}"):
         assert f"{API}/gateway/{{target}}/inspector/{route}" in paths
+
+
+async def _history(http: httpx.AsyncClient, base: str, token: str, until: str, tries: int = 250) -> dict:
+    """The workflow-history answer once its workflowState is ``until`` (bounded wait)."""
+    import asyncio
+
+    for _ in range(tries):
+        answer = (await http.get(f"{base}/workflow-history", headers=_auth(token))).json()
+        if answer["workflowState"] == until:
+            return answer
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"workflowState never became {until!r}: {answer}")
+
+
+def _named(history: dict) -> dict[str, dict]:
+    """Entries by their location's names joined with "/" (iteration markers as their number)."""
+    names = history["nameRegistry"]
+
+    def path(location: list[dict]) -> str:
+        return "/".join(
+            names[seg["val"]] if seg["tag"] == "WorkflowNameIndex" else str(seg["val"]["iteration"]) for seg in location
+        )
+
+    return {path(e["location"]): e for e in history["entries"]}
+
+
+async def test_workflow_history_in_rivetkits_shape_and_replay_from_a_step(http):
+    from tests.testapp.actors import WF_RUNS
+
+    actor_id, token = await _actor(http, "wfSteps", "replayed", "progress")
+    base = f"{API}/gateway/{actor_id}/inspector"
+    answer = await _history(http, base, token, "completed")
+    history = answer["history"]
+    assert set(history) == {"nameRegistry", "entries", "entryMetadata"}
+    assert history["nameRegistry"] == ["a", "b", "c", "finish"]
+    entries = _named(history)
+    assert list(entries) == ["a", "b", "c", "finish"]
+    assert entries["a"]["location"] == [{"tag": "WorkflowNameIndex", "val": 0}]
+    assert entries["b"]["kind"] == {"tag": "WorkflowStepEntry", "val": {"output": 4, "error": None}}
+    meta = history["entryMetadata"][entries["c"]["id"]]
+    assert meta["status"] == "COMPLETED" and meta["attempts"] == 1 and meta["error"] is None
+    assert isinstance(meta["createdAt"], int) and meta["completedAt"] >= meta["createdAt"]
+    assert set(meta) == {
+        "status",
+        "error",
+        "attempts",
+        "lastAttemptAt",
+        "createdAt",
+        "completedAt",
+        "rollbackCompletedAt",
+        "rollbackError",
+    }
+    # Replay from step b: a keeps its result, b, c and finish run again.
+    replayed = await http.post(f"{base}/workflow/replay", headers=_auth(token), json={"entryId": entries["b"]["id"]})
+    assert replayed.status_code == 200, replayed.text
+    assert set(replayed.json()) == {"history", "workflowState", "isWorkflowEnabled"}
+    assert list(_named(replayed.json()["history"])) == ["a"]  # what was left when the workflow started again
+    again = _named((await _history(http, base, token, "completed"))["history"])
+    assert again["a"]["id"] == entries["a"]["id"] and again["b"]["id"] != entries["b"]["id"]
+    assert {s: WF_RUNS[("replayed", s)] for s in "abc"} == {"a": 1, "b": 2, "c": 2}
+    assert WF_RUNS[("replayed", "finish")] == 2
+    state = (await http.get(f"{base}/state", headers=_auth(token))).json()["state"]
+    assert state["done"] == ["a", "b", "c", "b", "c"] and state["result"] == [2, 4, 8]
+    # Without entryId: from the start.
+    assert (await http.post(f"{base}/workflow/replay", headers=_auth(token), json={})).status_code == 200
+    await _history(http, base, token, "completed")
+    assert WF_RUNS[("replayed", "a")] == 2 and WF_RUNS[("replayed", "finish")] == 3
+
+
+async def test_workflow_replay_is_refused_while_the_workflow_runs_and_checks_its_target(http):
+    import asyncio
+
+    from tests.testapp.actors import WF_CONTROL, WF_RUNS
+
+    reached = asyncio.Event()
+    WF_CONTROL["in-flight"] = {"gate": "a", "reached": reached}
+    try:
+        actor_id, token = await _actor(http, "wfSteps", "in-flight", "progress")
+        base = f"{API}/gateway/{actor_id}/inspector"
+        await asyncio.wait_for(reached.wait(), 10)  # parked in its body after step a: in flight
+        before = (await http.get(f"{base}/workflow-history", headers=_auth(token))).json()
+        assert before["workflowState"] == "running"
+        refused = await http.post(f"{base}/workflow/replay", headers=_auth(token), json={})
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["code"] == "workflow_in_flight"
+        assert refused.json()["message"] == "Workflow replay is unavailable while the workflow is currently in flight."
+        assert (await http.get(f"{base}/workflow-history", headers=_auth(token))).json() == before
+        assert WF_RUNS[("in-flight", "a")] == 1
+    finally:
+        WF_CONTROL.pop("in-flight", None)
+
+    # Bad targets, on a workflow that waits (a durable sleep): clear errors, nothing deleted.
+    actor_id, token = await _actor(http, "wfSleep", "targets", "progress")
+    base = f"{API}/gateway/{actor_id}/inspector"
+    waiting = await _history(http, base, token, "sleeping")
+    named = _named(waiting["history"])
+    assert named["nap"]["kind"]["tag"] == "WorkflowSleepEntry" and named["nap"]["kind"]["val"]["state"] == "PENDING"
+    assert waiting["history"]["entryMetadata"][named["nap"]["id"]]["status"] == "RUNNING"
+    for body, message in (
+        ({"entryId": "999999999"}, "Workflow step not found: 999999999"),
+        ({"entryId": named["nap"]["id"]}, "Workflow replay target must be a step"),
+        ({"entryId": 5}, "entryId is a string"),
+    ):
+        bad = await http.post(f"{base}/workflow/replay", headers=_auth(token), json=body)
+        assert bad.status_code == 400 and bad.json()["message"] == message, bad.text
+    assert (await http.get(f"{base}/workflow-history", headers=_auth(token))).json()["history"] == waiting["history"]
+    # A waiting workflow may be replayed: its sleep starts over.
+    ok = await http.post(f"{base}/workflow/replay", headers=_auth(token), json={"entryId": named["before"]["id"]})
+    assert ok.status_code == 200, ok.text
+    after = _named((await _history(http, base, token, "sleeping"))["history"])
+    assert after["nap"]["kind"]["val"]["deadline"] >= named["nap"]["kind"]["val"]["deadline"]
+    assert after["before"]["id"] != named["before"]["id"]
+
+
+async def test_workflow_loops_queue_waits_and_plain_actors_in_the_history(http):
+    actor_id, token = await _actor(http, "wfQueue", "shaped", "progress")
+    base = f"{API}/gateway/{actor_id}/inspector"
+    sent = await http.post(
+        f"{API}/gateway/{actor_id}/queue/jobs", headers={"x-rivet-encoding": "json"}, json={"body": {"n": 7}}
+    )
+    assert sent.status_code == 200, sent.text
+    import asyncio
+
+    for _ in range(250):
+        state = (await http.get(f"{base}/state", headers=_auth(token))).json()["state"]
+        if state["seen"] == [7]:
+            break
+        await asyncio.sleep(0.02)
+    answer = await _history(http, base, token, "sleeping")  # waits for its next message
+    loop = _named(answer["history"])["jobs"]
+    assert loop["kind"]["tag"] == "WorkflowLoopEntry" and loop["kind"]["val"]["iteration"] == 1
+    assert answer["history"]["entryMetadata"][loop["id"]]["status"] == "RUNNING"
+
+
+def test_workflow_locations_become_name_indexes_and_loop_iteration_markers():
+    from rivet_django.workflow_history import _location
+
+    names: dict[str, int] = {}
+    kinds = {"setup": "step", "task-loop": "loop", "fetch": "join"}
+    assert _location("setup", kinds, names) == [{"tag": "WorkflowNameIndex", "val": 0}]
+    assert _location("task-loop/3/process", kinds, names) == [
+        {"tag": "WorkflowNameIndex", "val": 1},
+        {"tag": "WorkflowLoopIterationMarker", "val": {"loop": 1, "iteration": 3}},
+        {"tag": "WorkflowNameIndex", "val": 2},
+    ]
+    # A join's branch named "3" is a name, not an iteration.
+    assert _location("fetch/3/get", kinds, names) == [
+        {"tag": "WorkflowNameIndex", "val": 3},
+        {"tag": "WorkflowNameIndex", "val": 4},
+        {"tag": "WorkflowNameIndex", "val": 5},
+    ]
+    assert list(names) == ["setup", "task-loop", "process", "fetch", "3", "get"]
+
+
+async def test_deleting_the_queue_removes_the_messages_no_handler_holds(http):
+    from rivet_django.models import ActorQueueMessage
+
+    actor_id, token = await _actor(http, "worker", "reset", "status")
+    for i in range(3):
+        sent = await http.post(
+            f"{API}/gateway/{actor_id}/queue/never", headers={"x-rivet-encoding": "json"}, json={"body": {"n": i}}
+        )
+        assert sent.status_code == 200, sent.text
+    url = f"{API}/gateway/{actor_id}/inspector/queue"
+    assert (await http.get(url, headers=_auth(token))).json()["size"] == 3
+    assert (await http.delete(url)).status_code == 401  # protected like every route
+    reset = await http.delete(url, headers=_auth(token))
+    assert reset.status_code == 200 and reset.json() == {}
+    assert (await http.get(url, headers=_auth(token))).json()["size"] == 0
+    stored = await sync_to_async(lambda: ActorQueueMessage.objects.filter(actor_id=actor_id).count())()
+    assert stored == 0
+    # The queue works after it: a new message is stored and listed.
+    sent = await http.post(url, headers=_auth(token), json={"name": "never", "body": 1})
+    assert (await http.get(url, headers=_auth(token))).json()["messages"][0]["id"] == sent.json()["id"]
+
+
+async def test_metrics_count_what_this_wake_did_in_rivetkits_shape(http):
+    actor_id, token = await _actor(http, "notes", "metered", "add", ["first"])
+    base = f"{API}/gateway/{actor_id}/inspector"
+    for _ in range(2):
+        assert (await http.post(f"{API}/gateway/{actor_id}/action/add", json={"args": ["more"]})).status_code == 200
+    missing = await http.post(f"{API}/gateway/{actor_id}/action/nope", json={"args": []})
+    assert missing.status_code == 404
+    metrics = (await http.get(f"{base}/metrics", headers=_auth(token))).json()
+    assert metrics["action_calls"] == {"type": "counter", "help": "Total action invocations", "value": 4}
+    assert metrics["action_errors"]["value"] == 1 and metrics["action_duration_ms"]["value"] > 0
+    assert metrics["startup_is_new"]["value"] == 1 and metrics["startup_total_ms"]["type"] == "gauge"
+    assert metrics["startup_user_db_migrate_ms"]["value"] > 0
+    sql = metrics["sql_statements"]
+    assert sql["type"] == "labeled_counter" and sql["values"]["insert"] == 3, sql
+    assert metrics["sql_duration_ms"]["value"] > 0
+    assert metrics["kv_operations"]["type"] == "labeled_timing"
+    # KV operations, counted by kind with their keys.
+    kv_id, kv_token = await _actor(http, "storage", "metered", "kv_put", ["a", 1])
+    for action, args in (("kv_put", ["b", 2]), ("kv_get", ["a"]), ("kv_list", [""]), ("kv_delete", ["a"])):
+        assert (await http.post(f"{API}/gateway/{kv_id}/action/{action}", json={"args": args})).status_code == 200
+    kv = (await http.get(f"{API}/gateway/{kv_id}/inspector/metrics", headers=_auth(kv_token))).json()
+    ops = kv["kv_operations"]["values"]
+    assert {op: (v["calls"], v["keys"]) for op, v in ops.items() if v["calls"]} == {
+        "put": (2, 2),
+        "get": (1, 1),
+        "list": (1, 2),
+        "deleteBatch": (1, 1),
+    }
+    assert (await http.get(f"{base}/metrics")).status_code == 401
+    # Connections (not one-off HTTP calls): opened and closed.
+    from rivet_django.client import AsyncClient
+
+    async with AsyncClient.local() as client, client.notes.get_for_id(actor_id).connect() as conn:
+        await conn.add("connected")
+    metrics = (await http.get(f"{base}/metrics", headers=_auth(token))).json()
+    assert (metrics["connections_opened"]["value"], metrics["connections_closed"]["value"]) == (1, 1)
+    # A new wake counts from zero, and is not new.
+    slept = await http.post(f"{API}/gateway/{actor_id}/action/add", json={"args": ["again"]})
+    assert slept.status_code == 200
+    from rivet_django.node import get_node
+
+    await get_node().runtime.instances[actor_id].stop()
+    woken = (await http.get(f"{base}/metrics", headers=_auth(token))).json()
+    assert woken["startup_is_new"]["value"] == 0 and woken["action_calls"]["value"] == 0

@@ -24,7 +24,20 @@ _JSON = st.recursive(
     max_leaves=12,
 )
 _AUTH = {"authorization": "Bearer fuzz"}
-_KEYS = ["state", "args", "properties", "sql", "readonly", "name", "table", "limit", "offset", "startMs", "endMs"]
+_KEYS = [
+    "state",
+    "args",
+    "properties",
+    "sql",
+    "readonly",
+    "name",
+    "table",
+    "limit",
+    "offset",
+    "startMs",
+    "endMs",
+    "entryId",
+]
 _BODY = st.one_of(
     st.dictionaries(st.sampled_from(_KEYS), _JSON, max_size=4).map(lambda d: ("json", d)),
     _JSON.map(lambda v: ("json", v)),
@@ -47,7 +60,12 @@ def live(tmp_path_factory):
     server.start()
     actors = {}
     with httpx.Client(timeout=20) as http:
-        for name, action, args in (("counter", "increment", [1]), ("notes", "add", ["kept"]), ("worker", "status", [])):
+        for name, action, args in (
+            ("counter", "increment", [1]),
+            ("notes", "add", ["kept"]),
+            ("worker", "status", []),
+            ("wfSleep", "progress", []),
+        ):
             response = http.post(
                 f"{server.endpoint}/gateway/{name}/action/{action}",
                 params={"rvt-method": "getOrCreate", "rvt-key": "fuzz"},
@@ -66,7 +84,7 @@ def live(tmp_path_factory):
     max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    actor=st.sampled_from(["counter", "notes", "worker"]),
+    actor=st.sampled_from(["counter", "notes", "worker", "wfSleep"]),
     method=st.sampled_from(["GET", "POST", "PATCH", "PUT", "DELETE"]),
     route=_ROUTE,
     query=_QUERY,

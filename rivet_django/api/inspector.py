@@ -28,10 +28,12 @@ router = Router(tags=["inspector"])
 
 
 class InspectorNotFound(PublicError):
-    group = "inspector"
+    """An unknown inspector route: RivetKit answers it as ``actor.not_found``, with this text."""
+
+    group = "actor"
     code = "not_found"
     status_code = 404
-    default_message = "No such inspector route"
+    default_message = "Inspector route was not found"
 
 
 def _body(request: HttpRequest) -> dict[str, Any]:
@@ -87,6 +89,13 @@ def _queue_send(request: HttpRequest) -> dict[str, Any]:
     return {"name": name, "body": body.get("body")}
 
 
+def _replay(request: HttpRequest) -> dict[str, Any]:
+    entry_id = _body(request).get("entryId")
+    if entry_id is not None and not isinstance(entry_id, str):
+        raise InvalidRequest("entryId is a string")
+    return {"entry_id": entry_id}
+
+
 def _rows(request: HttpRequest) -> dict[str, Any]:
     table = request.GET.get("table")
     if not table:
@@ -129,8 +138,11 @@ ROUTES: dict[tuple[str, str], tuple[str, Callable[[HttpRequest], dict[str, Any]]
     ("GET", "rpcs"): ("rpcs", _no_args),
     ("GET", "queue"): ("queue", _queue),
     ("POST", "queue"): ("queue_send", _queue_send),
+    ("DELETE", "queue"): ("queue_reset", _no_args),
     ("GET", "workflow-history"): ("workflow_history", _no_args),
+    ("POST", "workflow/replay"): ("workflow_replay", _replay),
     ("GET", "traces"): ("traces", _traces),
+    ("GET", "metrics"): ("metrics", _no_args),
     ("GET", "database/schema"): ("database_schema", _no_args),
     ("GET", "database/rows"): ("database_rows", _rows),
     ("POST", "database/execute"): ("database_execute", _execute),
@@ -154,7 +166,7 @@ async def inspector_route(request: HttpRequest, segment: str | None, route: str)
     if spec is None:
         if any(path == route for _, path in ROUTES):
             raise MethodNotAllowed()
-        raise InspectorNotFound(f"No inspector route {route!r}")
+        raise InspectorNotFound()
     op, parse = spec
     return await _run(request, segment, op, parse(request))
 
@@ -187,9 +199,11 @@ _SUMMARIES = {
     "state": "The actor's state (PATCH: replace it)",
     "connections": "Open connections",
     "rpcs": "Action names",
-    "queue": "Queued messages (?limit=); POST {name, body}: send one",
+    "queue": "Queued messages (?limit=); POST {name, body}: send one; DELETE: remove those not being handled",
     "workflow-history": "Workflow history",
+    "workflow/replay": "Replay the workflow from a step ({entryId}; none: from the start); refused while it runs",
     "traces": "Recent spans (OTLP JSON)",
+    "metrics": "What this wake of the actor did: actions, connections, SQL, KV, start-up",
     "database/schema": "Tables of the actor's database",
     "database/rows": "Rows of a table (?table=&limit=&offset=)",
     "database/execute": "Run one SQL statement (read-only unless readonly: false)",

@@ -468,11 +468,15 @@ class HttpTransport(Transport):
         url = await self._gateway_url(query, "/connect")
         # http://host -> ws://host, https://host -> wss://host
         ws_url = "ws" + url.removeprefix("http")
+        headers = self.headers
+        if tracing.enabled():  # the connection's actions continue the opener's trace
+            headers = dict(headers)
+            tracing.inject(headers)
         return await open_websocket_channel(
             ws_url,
             self.encoding,
             connection_subprotocols(self._encoding_name, params),
-            headers=self.headers,
+            headers=headers,
             open_timeout=self._timeout.connect,
         )
 

@@ -27,13 +27,13 @@ import logging
 import random
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..conf import rivet_settings
 from ..exceptions import ActorElsewhere, ActorGone, ActorStopping
 from .directory import NodeDirectory
-from .peers import Peer, Peers, unreachable
+from .peers import Peer, Peers, PeerUnreachable, unreachable
 from .placement import load_placement
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from ..node import LocalNode
     from ..runtime.host import ActorRuntime
 
-__all__ = ["MAX_HOPS", "Gateway", "current_gateway"]
+__all__ = ["MAX_HOPS", "Gateway", "connection_counts", "current_gateway", "observing_gateway"]
 
 logger = logging.getLogger("rivet_django.cluster")
 
@@ -179,6 +179,41 @@ class Gateway:
             return await self.forward_anywhere(remote, hops)
         return await self.on_actor(actor_id, local, remote, hops=hops)
 
+    async def connection_counts(
+        self, owners: Mapping[str, Sequence[str]], *, timeout: float
+    ) -> dict[str, dict[str, Any] | None]:
+        """Connection counts of actors held by the nodes ``owners`` names (node id -> actor
+        ids), never waking one: :meth:`ActorRuntime.connection_counts` on each node, all
+        asked at once, each once.
+
+        An actor its node does not hold (any more) is missing from the answer; the actors
+        of a node that does not answer within ``timeout`` (dead, paused, no address) map
+        to None.
+        """
+        nodes = list(owners.items())
+        answers = await asyncio.gather(*(self._counts_on(node_id, ids, timeout) for node_id, ids in nodes))
+        counts: dict[str, dict[str, Any] | None] = {}
+        for answer in answers:
+            counts.update(answer)
+        return counts
+
+    async def _counts_on(self, node_id: str, actor_ids: Sequence[str], timeout: float) -> dict[str, Any]:
+        """One node's answer for ``actor_ids``, or None for each when it does not give one in time."""
+        try:
+            return await asyncio.wait_for(self._ask_counts(node_id, actor_ids), timeout)
+        except Exception as exc:
+            logger.info("Node %s gave no connection counts: %r", node_id, exc)
+            return dict.fromkeys(actor_ids)
+
+    async def _ask_counts(self, node_id: str, actor_ids: Sequence[str]) -> dict[str, Any]:
+        if self.node is not None and node_id == self.node_id:
+            return self.node.runtime.connection_counts(actor_ids)
+        address = await self.directory.address(node_id)
+        if address is None:
+            raise PeerUnreachable(f"Node {node_id} is not live or serves no API")
+        answer = await self.peers.get(address).operate("connection_counts", {}, {"ids": list(actor_ids)})
+        return {actor_id: answer[actor_id] for actor_id in actor_ids if actor_id in answer}
+
     async def _placed(self, actor_id: str, hops: int) -> str:
         """Where an actor not known to live elsewhere should run: here unless the policy says otherwise."""
         assert self.node_id is not None
@@ -246,6 +281,24 @@ async def current_gateway(host: Callable[[], Awaitable[LocalNode]] | None = None
     if await _on_loop(forwarder, forwarder.has_peers()):
         return forwarder
     return (await (host or started_node)()).gateway
+
+
+def observing_gateway() -> Gateway:
+    """This process's gateway for looking at actors without hosting any: its node's when
+    it runs one (``runactors``, ``runserver``, a process hosting its own actors),
+    otherwise the shared forwarding gateway. Never starts a node (unlike :func:`current_gateway`)."""
+    from ..node import get_node
+
+    node = get_node()
+    if node is not None and (node.serving or _running(node)):
+        return node.gateway
+    return _shared_forwarder()
+
+
+async def connection_counts(owners: Mapping[str, Sequence[str]], *, timeout: float) -> dict[str, dict[str, Any] | None]:
+    """:meth:`Gateway.connection_counts` on :func:`observing_gateway`, from any loop."""
+    gateway = observing_gateway()
+    return await _on_loop(gateway, gateway.connection_counts(owners, timeout=timeout))
 
 
 def _new_forwarder(loop: asyncio.AbstractEventLoop) -> Gateway:

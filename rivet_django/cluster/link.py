@@ -12,7 +12,7 @@ Frames are binary: a 4-byte big-endian length, a JSON header, then the body.
 - response ``{"i": id, "s": status, "h": [[name, value], ...]}``
 - internal operation ``{"i": id, "o": name, ...}``, body JSON: work no client may ask for
   (a scheduled run is an action called without a connection; the admin's inspector
-  operations), answered like a request
+  operations and its actor list's connection counts), answered like a request
   (status 200 and the JSON result, or the error's status and its RivetKit error body).
 
 The link authenticates with a token derived from ``RIVET["CLUSTER_SECRET"]`` (by
@@ -369,10 +369,22 @@ async def _inspect(header: dict[str, Any], payload: Any) -> Any:
     return await _gateway().inspect(header["a"], op, hops=int(header.get("hops", 1)), **args)
 
 
+async def _connection_counts(header: dict[str, Any], payload: Any) -> Any:
+    """``connection_counts``: connections of those of the actors (``{"ids": [...]}``) this node
+    holds (the admin's actor list); reads only, never wakes or places an actor."""
+    from ..node import get_node
+
+    node = get_node()
+    if node is None:
+        raise ActorStopping("This process hosts no actors")
+    return node.runtime.connection_counts(str(actor_id) for actor_id in payload["ids"])
+
+
 #: Internal operations a peer may ask for over the link, by name.
 OPERATIONS: dict[str, Callable[[dict[str, Any], Any], Awaitable[Any]]] = {
     "run_action": _run_action,
     "inspect": _inspect,
+    "connection_counts": _connection_counts,
 }
 
 

@@ -67,7 +67,8 @@ _HOP_BY_HOP = frozenset(
         HOPS_HEADER,
     }
 )
-_WS_HEADERS = ("origin", "cookie", "authorization", "user-agent", "x-forwarded-for")
+#: Upgrade headers a relayed WebSocket keeps (W3C trace context: its actions continue the caller's trace).
+_WS_HEADERS = ("origin", "cookie", "authorization", "user-agent", "x-forwarded-for", "traceparent", "tracestate")
 
 _TIMEOUT = httpx.Timeout(None, connect=5.0)
 

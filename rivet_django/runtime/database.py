@@ -25,6 +25,7 @@ import functools
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +35,7 @@ from django.db import DatabaseError as DjangoDatabaseError
 
 from ..exceptions import DatabaseClosed, DatabaseError, DatabaseFull, InvalidRequest
 from .replica import DatabaseReplica, committed_tail, remove_files
+from .stats import ActorStats
 
 __all__ = ["ALIAS_PREFIX", "ActorDatabase", "current_alias", "database_path"]
 
@@ -70,9 +72,17 @@ class ActorDatabase:
     """One actor's SQLite database, used from the actor's event loop."""
 
     def __init__(
-        self, path: Path, label: str, *, max_bytes: int | None = None, replica: DatabaseReplica | None = None
+        self,
+        path: Path,
+        label: str,
+        *,
+        max_bytes: int | None = None,
+        replica: DatabaseReplica | None = None,
+        stats: ActorStats | None = None,
     ) -> None:
         self.path = path
+        #: Where statements are counted (the actor's, for the inspector's metrics).
+        self.stats = stats
         self.label = label
         #: The shared backend (None: the file is the database).
         self.replica = replica
@@ -178,7 +188,7 @@ class ActorDatabase:
     async def execute(self, sql: str, *params: Any) -> list[dict[str, Any]]:
         """Run one statement; its rows as dicts. Parameters positional (``?``), or one dict (``:name``)."""
         args: Any = params[0] if len(params) == 1 and isinstance(params[0], dict) else params
-        return await self._statement(_execute, sql, args)
+        return await self._counted(_execute, sql, args)  # type: ignore[no-any-return]
 
     async def query_one(self, sql: str, *params: Any) -> dict[str, Any] | None:
         """The first row of a query, or None."""
@@ -187,13 +197,13 @@ class ActorDatabase:
 
     async def execute_many(self, sql: str, seq: Iterable[Sequence[Any] | dict[str, Any]]) -> int:
         """Run one statement for each parameter set; the number of rows changed."""
-        return await self._statement(_execute_many, sql, list(seq))
+        return await self._counted(_execute_many, sql, list(seq))  # type: ignore[no-any-return]
 
     async def executescript(self, sql: str) -> None:
         """Run several statements (no parameters). Not inside ``transaction()``: a script commits."""
         if _in_transaction.get() is self:
             raise InvalidRequest("executescript() commits: it cannot run inside db.transaction()")
-        await self._statement(_executescript, sql, None)
+        await self._counted(_executescript, sql, None)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[ActorDatabase]:
@@ -279,9 +289,20 @@ class ActorDatabase:
             args = ()
         elif not isinstance(args, (list, dict)):
             raise InvalidRequest("args is a list (positional parameters) or an object (named parameters)")
-        return await self._statement(_inspect_execute, sql, (args, readonly))  # type: ignore[no-any-return]
+        return await self._counted(_inspect_execute, sql, (args, readonly))  # type: ignore[no-any-return]
 
     # -- plumbing -------------------------------------------------------------------------
+
+    async def _counted(self, fn: Any, sql: str, args: Any) -> Any:
+        """A statement of the actor's SQL, counted by kind and timed in its stats."""
+        stats = self.stats
+        if stats is None:
+            return await self._statement(fn, sql, args)
+        started = time.perf_counter()
+        try:
+            return await self._statement(fn, sql, args)
+        finally:
+            stats.statement(sql, time.perf_counter() - started)
 
     async def _statement(self, fn: Any, sql: str, args: Any) -> Any:
         if _in_transaction.get() is self:

@@ -15,7 +15,7 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ActorGone, ActorNotFound, ActorStopping
@@ -299,6 +299,23 @@ class ActorRuntime:
 
     def _is_hibernated(self, conn: Conn) -> bool:
         return conn.id in self.hibernated.get(conn.actor_id, ())
+
+    def connection_counts(self, actor_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """How many connections those of ``actor_ids`` held here have, by actor id.
+
+        ``awake``: an instance runs here; ``live``: its connections; ``hibernated``: those
+        kept open here while it sleeps. Only reads: an actor this runtime does not hold is
+        left out, never woken (the admin's actor list asks this of every page).
+        """
+        counts: dict[str, dict[str, Any]] = {}
+        for actor_id in actor_ids:
+            inst = self.instances.get(actor_id)
+            awake = inst is not None and inst.status is not InstanceStatus.STOPPED
+            kept = len(self.hibernated.get(actor_id) or ())
+            if awake or kept:
+                live = len(inst._conns or ()) if inst is not None and awake else 0
+                counts[actor_id] = {"awake": awake, "live": live, "hibernated": kept}
+        return counts
 
     def schedule_stop(self, inst: ActorInstance, *, destroy: bool) -> None:
         """Stop an instance after its current calls finish (``self.sleep()``/``destroy()``)."""

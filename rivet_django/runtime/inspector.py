@@ -13,12 +13,22 @@ constant time; open only with ``DEBUG`` on and no global token.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import ActionNotFound, DatabaseNotEnabled, InvalidRequest, PublicError
+import orjson
+
+from ..exceptions import (
+    ActionNotFound,
+    ActorElsewhere,
+    DatabaseNotEnabled,
+    InvalidRequest,
+    PublicError,
+    StateConflict,
+)
 from . import serde
 
 if TYPE_CHECKING:
@@ -79,10 +89,17 @@ async def inspect(
 
 
 async def _sleep(runtime: ActorRuntime, actor_id: str) -> dict[str, Any]:
-    """Put the actor to sleep now (its stop sequence, final flush included); asleep already: nothing."""
+    """Put the actor to sleep now (its stop sequence, final flush included); asleep already: nothing.
+
+    Not held here but leased by another node: :class:`ActorElsewhere`, so the gateway
+    sends the operation there (a sleep claims nothing, so no claim would tell it)."""
     inst = runtime.instances.get(actor_id)
     if inst is not None:
         await inst.stop()
+        return {"ok": True}
+    owner = await runtime.store.owner_of(actor_id)  # type: ignore[attr-defined]
+    if owner is not None and owner != runtime.node_id:
+        raise ActorElsewhere(actor_id, owner)
     return {"ok": True}
 
 
@@ -125,8 +142,12 @@ async def _state(inst: ActorInstance) -> dict[str, Any]:
     return {"state": _state_value(inst), "isStateEnabled": inst.definition.has_state}
 
 
-async def _patch_state(inst: ActorInstance, state: Any) -> dict[str, Any]:
-    await inst.replace_state(state)
+async def _patch_state(inst: ActorInstance, state: Any, expected: str | None = None) -> dict[str, Any]:
+    """Replace the state; with ``expected`` (the :func:`state_fingerprint` of the state the
+    editor read) only if it is still that state, else :class:`StateConflict`."""
+    if expected is not None and state_fingerprint(_state_value(inst)) != expected:
+        raise StateConflict()
+    await inst.replace_state(state)  # no await between the check and the replacement
     return {"ok": True}
 
 
@@ -168,32 +189,26 @@ async def _queue_send(inst: ActorInstance, name: str, body: Any) -> dict[str, An
 
 
 async def _workflow_history(inst: ActorInstance) -> dict[str, Any]:
-    from ..workflow import _WorkflowMethod
+    from .. import workflow_history
 
-    enabled = isinstance(inst.definition.hook("run"), _WorkflowMethod)
-    if not enabled:
-        return {"history": None, "workflowState": None, "isWorkflowEnabled": False}
-    from ..storage.workflows import DjangoWorkflowStore
+    return await workflow_history.history(inst)
 
-    records = await DjangoWorkflowStore(inst.runtime.store.executor).load(inst.actor_id)  # type: ignore[attr-defined]
-    from ..workflow import END_LOCATION
 
-    entries = [
-        {
-            "location": location,
-            "kind": record.kind,
-            "status": record.status,
-            "output": json_safe(serde.loads(record.output)) if record.output is not None else None,
-            "error": record.error or None,
-            "attempts": record.attempts,
-        }
-        for location, record in records.items()
-        if location != END_LOCATION
-    ]
-    # The workflow's end ("/end": completed or failed) is recorded; otherwise it runs or waits.
-    end = records.get(END_LOCATION)
-    state = end.status if end is not None else ("running" if entries else "pending")
-    return {"history": {"entries": entries}, "workflowState": state, "isWorkflowEnabled": True}
+async def _workflow_replay(inst: ActorInstance, entry_id: str | None = None) -> dict[str, Any]:
+    from .. import workflow_history
+
+    return await workflow_history.replay(inst, entry_id)
+
+
+async def _queue_reset(inst: ActorInstance) -> dict[str, Any]:
+    """Delete the queued messages no handler holds (RivetKit's ``DELETE queue``)."""
+    await inst.queue.reset()
+    return {}
+
+
+async def _metrics(inst: ActorInstance) -> dict[str, Any]:
+    """What this wake of the actor did (RivetKit's ``inspector/metrics``; :mod:`.stats`)."""
+    return inst.stats.snapshot()
 
 
 async def _traces(
@@ -272,7 +287,10 @@ _OPERATIONS: dict[str, Callable[..., Awaitable[Any]]] = {
     "queue": _queue,
     "queue_send": _queue_send,
     "workflow_history": _workflow_history,
+    "workflow_replay": _workflow_replay,
+    "queue_reset": _queue_reset,
     "traces": _traces,
+    "metrics": _metrics,
     "database_schema": _database_schema,
     "database_rows": _database_rows,
     "database_page": _database_page,
@@ -325,6 +343,11 @@ def _database(inst: ActorInstance) -> Any:
     if inst.db is None:
         raise DatabaseNotEnabled()
     return inst.db
+
+
+def state_fingerprint(value: Any) -> str:
+    """A digest of a JSON-safe state (as :func:`json_safe` makes it), to detect a change."""
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def json_safe(value: Any) -> Any:

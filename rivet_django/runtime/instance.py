@@ -63,6 +63,7 @@ from .kv import ActorKV
 from .observed import StateObserver
 from .queue import enter_handler, leave_handler
 from .replica import DatabaseReplica
+from .stats import ActorStats
 from .store import ClaimedActor, StateWrite
 
 if TYPE_CHECKING:
@@ -148,6 +149,7 @@ class ActorInstance:
         "prevent_sleep",
         "runtime",
         "state",
+        "stats",
         "status",
         "vars",
     )
@@ -164,6 +166,8 @@ class ActorInstance:
         self.db: ActorDatabase | None = None
         #: When the claim that woke it was sent (monotonic): its lease runs from no earlier.
         self.leased_at = float("inf")
+        #: What this wake did (the inspector's metrics route).
+        self.stats = ActorStats()
         self._claimed: ClaimedActor | None = claimed
         self.status = InstanceStatus.STARTING
         self.state: Any = None
@@ -303,6 +307,8 @@ class ActorInstance:
         """Run creation (first start only) and wake hooks, then mark the actor awake."""
         claimed = self._claimed
         assert claimed is not None
+        started = time.perf_counter()
+        self.stats.is_new = not claimed.initialized
         if self.definition.hook("on_migrate") is not None:
             # Before create_state on creation, before create_vars on every wake (API.md).
             shared = self.runtime.config.db_backend == "shared"
@@ -311,15 +317,16 @@ class ActorInstance:
                 f"{self.definition.name} {self.actor_id}",
                 max_bytes=self.runtime.config.db_max_size,
                 replica=DatabaseReplica(self.runtime.store, self.actor_id, self.generation) if shared else None,
+                stats=self.stats,
             )
             await self.db.open()
-            await self._call_hook("on_migrate", self.db)
+            await self._startup_hook("on_migrate", self.db)
         if not claimed.initialized:
             input = serde.loads(claimed.input) if claimed.input is not None else None
             if self.definition.has_state:
-                created = await self._call_hook("create_state", input)
+                created = await self._startup_hook("create_state", input)
                 self.state = self.definition.make_initial_state(self.actor, input) if created is _MISSING else created
-            await self._call_hook("on_create", input)
+            await self._startup_hook("on_create", input)
             data = self._serialize_state() if self.definition.has_state else None
             # The initial state is always committed before the actor serves anything,
             # whatever the durability mode: create_state must never run twice.
@@ -331,18 +338,20 @@ class ActorInstance:
         if self.definition.hook("on_state_change") is not None and self.definition.has_state:
             self._observer = StateObserver(self._state_changed)
             self.state = self._observer.wrap(self.state)
-        created_vars = await self._call_hook("create_vars", timeout=self.runtime.config.hook_timeout)
+        created_vars = await self._startup_hook("create_vars", timeout=self.runtime.config.hook_timeout)
         self.vars = self.definition.make_initial_vars() if created_vars is _MISSING else created_vars
         # Connections that stayed open while the actor slept are its connections again.
         for conn in self.runtime.take_hibernated(self.actor_id):
             conn.owner = self
             self.conns[conn.id] = conn
-        await self._call_hook("on_wake")
+            self.stats.restored_connections += 1
+        await self._startup_hook("on_wake")
         await self._persist_changes()
         if self.status is not InstanceStatus.STARTING:
             return  # a hook asked to stop already: the stop sequence takes it from here
         self.status = InstanceStatus.AWAKE
         self.last_activity = self.runtime.clock.monotonic()
+        self.stats.startup_seconds = time.perf_counter() - started
         if self.definition.hook("run") is not None:
             self._run_task = asyncio.get_running_loop().create_task(self._run_loop(), name=f"rivet-run-{self.actor_id}")
         self._arm_idle_timer()
@@ -376,6 +385,31 @@ class ActorInstance:
             if self.status is InstanceStatus.AWAKE:
                 self.persist_soon()
 
+    def run_running(self) -> bool:
+        """Whether the ``run`` handler is running now (not returned, not blocked in an idle wait)."""
+        task = self._run_task
+        return task is not None and not task.done()
+
+    def run_waiting(self) -> bool:
+        """Whether the ``run`` handler waits for something durable (a queue message, a timer)."""
+        return self.run_running() and self._idle_waits > 0
+
+    @contextlib.asynccontextmanager
+    async def run_stopped(self) -> AsyncIterator[None]:
+        """The ``run`` handler is cancelled for the block and started afresh after it
+        (the inspector's workflow replay changes its history in between)."""
+        task = self._run_task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+        try:
+            yield
+        finally:
+            if self.status is InstanceStatus.AWAKE and self.definition.hook("run") is not None:
+                self._run_task = asyncio.get_running_loop().create_task(
+                    self._run_loop(), name=f"rivet-run-{self.actor_id}"
+                )
+
     # -- calls --------------------------------------------------------------------
 
     async def call_action(
@@ -398,9 +432,10 @@ class ActorInstance:
         if self.status is not InstanceStatus.AWAKE:
             raise NotAwake()
         counted = metrics.enabled()
-        started = time.perf_counter() if counted else 0.0
+        started = time.perf_counter()
         spec = self.definition.actions.get(name)
         if spec is None:
+            self.stats.action(False, time.perf_counter() - started)
             if counted:
                 metrics.call_finished(self.definition.name, "", "action_not_found", started)
             raise ActionNotFound(f"Action `{name}` was not found.")
@@ -432,6 +467,7 @@ class ActorInstance:
             if consumer is not None:
                 await consumer.finish(handled)
             self._end_turn()
+            self.stats.action(handled, time.perf_counter() - started)
             if counted:
                 metrics.call_finished(self.definition.name, name, outcome, started)
 
@@ -501,6 +537,8 @@ class ActorInstance:
             _current_request.reset(req_token)
         conn.owner = self
         self.conns[conn.id] = conn
+        if conn.transport != "http":
+            self.stats.connections_opened += 1
         # State the hooks changed is committed before the connection is usable.
         await self._persist_changes()
         return conn
@@ -523,6 +561,8 @@ class ActorInstance:
         """Forget a connection and run ``on_disconnect``."""
         if not self._conns or self._conns.pop(conn.id, None) is None:
             return
+        if conn.transport != "http":
+            self.stats.connections_closed += 1
         self._begin_turn()  # a disconnect callback in progress keeps the actor awake
         try:
             await self._call_hook("on_disconnect", conn, timeout=self.runtime.config.hook_timeout)
@@ -1128,6 +1168,14 @@ class ActorInstance:
             task.cancel()
 
     # -- helpers ---------------------------------------------------------------
+
+    async def _startup_hook(self, name: str, *args: Any, timeout: float | None = None) -> Any:
+        """A hook of the start sequence, timed for the inspector's metrics."""
+        started = time.perf_counter()
+        try:
+            return await self._call_hook(name, *args, timeout=timeout)
+        finally:
+            self.stats.hook_seconds[name] = time.perf_counter() - started
 
     async def _call_hook(self, name: str, *args: Any, timeout: float | None = None) -> Any:
         hook = self.definition.hook(name)

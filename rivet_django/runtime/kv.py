@@ -8,6 +8,7 @@ by the actor's generation like state writes.
 from __future__ import annotations
 
 import builtins
+import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +56,10 @@ class ActorKV:
         return default if value is None else value
 
     async def get_many(self, keys: Sequence[Key]) -> builtins.list[Any]:
-        raw = await self._store.kv_get_many(self._instance.actor_id, [self._key(k) for k in keys])
+        encoded = [self._key(k) for k in keys]
+        started = time.perf_counter()
+        raw = await self._store.kv_get_many(self._instance.actor_id, encoded)
+        self._count("get" if len(encoded) == 1 else "getBatch", len(encoded), started)
         return [None if v is None else serde.loads(v) for v in raw]
 
     async def put(self, key: Key, value: Any) -> None:
@@ -64,15 +68,18 @@ class ActorKV:
     async def put_many(self, items: Iterable[tuple[Key, Any]] | dict[Key, Any]) -> None:
         pairs = items.items() if isinstance(items, dict) else items
         encoded = [(self._key(k), self._value(v)) for k, v in pairs]
+        started = time.perf_counter()
         await self._store.kv_put_many(self._instance.actor_id, self._instance.generation, encoded)
+        self._count("put" if len(encoded) == 1 else "putBatch", len(encoded), started)
 
     async def delete(self, key: Key) -> None:
         await self.delete_many([key])
 
     async def delete_many(self, keys: Sequence[Key]) -> None:
-        await self._store.kv_delete_many(
-            self._instance.actor_id, self._instance.generation, [self._key(k) for k in keys]
-        )
+        encoded = [self._key(k) for k in keys]
+        started = time.perf_counter()
+        await self._store.kv_delete_many(self._instance.actor_id, self._instance.generation, encoded)
+        self._count("deleteBatch", len(encoded), started)
 
     async def list(self, prefix: Key = b"", *, limit: int | None = None) -> builtins.list[tuple[Any, Any]]:
         """Entries whose key starts with ``prefix``, in byte order of their keys."""
@@ -84,15 +91,22 @@ class ActorKV:
         return await self._range(self._key(start), self._key(end), limit, as_text=isinstance(start, str))
 
     async def delete_range(self, start: Key, end: Key) -> None:
+        started = time.perf_counter()
         await self._store.kv_delete_range(
             self._instance.actor_id, self._instance.generation, self._key(start), self._key(end)
         )
+        self._count("deleteBatch", 0, started)
 
     async def _range(
         self, start: bytes, end: bytes | None, limit: int | None, *, as_text: bool
     ) -> builtins.list[tuple[Any, Any]]:
+        started = time.perf_counter()
         rows = await self._store.kv_list_range(self._instance.actor_id, start, end, limit)
+        self._count("list", len(rows), started)
         return [(_key_out(k, as_text), serde.loads(v)) for k, v in rows]
+
+    def _count(self, op: str, keys: int, started: float) -> None:
+        self._instance.stats.kv_operation(op, keys, time.perf_counter() - started)
 
 
 def _key_out(key: bytes, as_text: bool) -> Key:

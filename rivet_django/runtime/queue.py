@@ -34,6 +34,18 @@ and the actor is stopping or the caller's ``signal`` is set, it raises
 ``actor.aborted`` (``iter`` ends quietly on it). Storage is reached through
 :class:`QueueStore` (the Django one is
 :class:`rivet_django.storage.queues.DjangoQueueStore`).
+
+With ``RIVET["TRACING"]`` on, storing a message is a ``queue send <name>`` span
+(a producer) and each delivery a ``queue receive <name>`` span (a consumer) from
+the receive until the message leaves the handler: completed, acknowledged (the
+handler asked for more or returned) or given back (an error status). A delivery
+links to its send span, and descends from it when the receiving handler has no
+span of its own (a ``run`` loop); otherwise it is a child of the handler's span (an
+action). The sender's span context is kept with the message in memory only, not
+stored (no schema change): a message loaded from storage (after a restart, or when
+its actor slept before receiving it) has no link. While a handler holds the single
+message it received, that message's span is current, so its handling (calls to
+other actors included) belongs to the message's trace.
 """
 
 from __future__ import annotations
@@ -49,6 +61,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from .. import tracing
 from ..exceptions import (
     ActorAborted,
     ActorNotFound,
@@ -141,13 +154,17 @@ def leave_handler(token: contextvars.Token[Any]) -> _Consumer | None:
     """Close a handler scope; returns its consumer to ``await consumer.finish(handled)``, if it received any."""
     consumer = _CONSUMER.get()
     _CONSUMER.reset(token)
-    return consumer if isinstance(consumer, _Consumer) else None
+    if not isinstance(consumer, _Consumer):
+        return None
+    if consumer.trace is not None:
+        consumer.untrace()
+    return consumer
 
 
 class _Consumer:
     """The messages one handler holds: acknowledged when it asks for more or returns."""
 
-    __slots__ = ("closed", "held", "queue", "task", "unacked")
+    __slots__ = ("closed", "held", "queue", "task", "trace", "unacked")
 
     def __init__(self, queue: ActorQueueAPI, task: asyncio.Task[Any] | None) -> None:
         self.queue = queue
@@ -157,6 +174,15 @@ class _Consumer:
         #: Completable messages not completed yet.
         self.held: list[_Entry] = []
         self.closed = False
+        #: What made a message's span current in the handler (tracing on), to undo.
+        self.trace: tuple[Any, Any] | None = None
+
+    def untrace(self) -> None:
+        """The handler moves on from its message (a new receive, its end): the message's
+        span stops being current. Called in the handler's task, like the receive."""
+        made, self.trace = self.trace, None
+        if made is not None:
+            tracing.restore(made)
 
     async def finish(self, handled: bool) -> None:
         """The handler ended: acknowledge what it received (``handled``) or give it back."""
@@ -184,9 +210,9 @@ class _State(enum.Enum):
 class _Entry:
     """The in-memory view of one stored message."""
 
-    __slots__ = ("attempts", "body", "consumer", "created_at", "id", "name", "state")
+    __slots__ = ("attempts", "body", "consumer", "created_at", "id", "name", "origin", "span", "state")
 
-    def __init__(self, stored: StoredMessage) -> None:
+    def __init__(self, stored: StoredMessage, origin: Any = None) -> None:
         self.id = stored.id
         self.name = stored.name
         self.body = stored.body
@@ -194,6 +220,9 @@ class _Entry:
         self.attempts = stored.attempts
         self.state = _State.PENDING
         self.consumer: _Consumer | None = None
+        #: Tracing on: the span context of the send (in memory only), and the delivery's span.
+        self.origin = origin
+        self.span: Any = None
 
 
 class _Waiter:
@@ -334,6 +363,27 @@ class ActorQueueAPI:
 
     # -- runtime hooks -------------------------------------------------------------
 
+    async def reset(self) -> int:
+        """Delete every message no handler holds (the inspector's ``DELETE queue``); how many.
+
+        Messages a handler holds stay until it completes or gives them back. Senders
+        waiting on deleted messages are answered ``completed`` with no response.
+        """
+        await self._ensure_loaded()
+        entries = list(self._pending.values())
+        if not entries:
+            return 0
+        for entry in entries:  # taken, so no receive gets them while the delete runs
+            del self._pending[entry.id]
+            entry.state = _State.IN_FLIGHT
+        self._in_flight += len(entries)
+        try:
+            await self._settle(remove=entries)
+        except BaseException:
+            self._release(entries)
+            raise
+        return len(entries)
+
     @property
     def busy(self) -> bool:
         """Whether a handler holds a message (the actor must not go to sleep under it)."""
@@ -361,7 +411,7 @@ class ActorQueueAPI:
             for held in (consumer.held, consumer.unacked):
                 if entry in held:
                     held.remove(entry)
-        self._forget(entry)
+        self._forget(entry, "recorded")
         if answer:
             self._hub._resolve(entry.id, {"status": "completed"})
 
@@ -435,6 +485,23 @@ class ActorQueueAPI:
         waiting: bool = False,
         on_stored: Callable[[int], None] | None = None,
     ) -> int:
+        if tracing.enabled():
+            with tracing.producer_span(f"queue send {name}", self._instance, **{"rivet.queue": name}) as span:
+                message_id = await self._store(name, spec, body, waiting, on_stored, span.get_span_context())
+                span.set_attribute("rivet.queue.message_id", message_id)
+                return message_id
+        return await self._store(name, spec, body, waiting, on_stored, None)
+
+    async def _store(
+        self,
+        name: str,
+        spec: QueueSpec | None,
+        body: Any,
+        waiting: bool,
+        on_stored: Callable[[int], None] | None,
+        origin: Any,
+    ) -> int:
+        """Store a message and add it to the view; ``origin``: its send span's context (tracing on)."""
         data = self._encode(spec, body)
         await self._ensure_loaded()
         self._reserve(name, spec)
@@ -450,7 +517,7 @@ class ActorQueueAPI:
             message = task.result()
             if on_stored is not None:
                 on_stored(message.id)  # a waiting sender is registered before anyone can complete it
-            self._add(_Entry(message))
+            self._add(_Entry(message, origin))
             inst.last_activity = inst.runtime.clock.monotonic()
 
         insert.add_done_callback(stored)
@@ -545,6 +612,8 @@ class ActorQueueAPI:
         for entry in entries:
             if entry.state in (_State.IN_FLIGHT, _State.SETTLING):
                 self._in_flight -= 1
+                if entry.span is not None:
+                    _end_delivery(entry, "released", error="given back to the queue: delivered again later")
                 self._add(entry)
 
     def _take(self, names: frozenset[str] | None, count: int, consumer: _Consumer) -> list[_Entry]:
@@ -572,8 +641,10 @@ class ActorQueueAPI:
             elif any(entry.name in waiter.names for entry in self._pending.values()):
                 waiter.fire()
 
-    def _forget(self, entry: _Entry) -> None:
-        """A message left storage."""
+    def _forget(self, entry: _Entry, outcome: str = "acknowledged") -> None:
+        """A message left storage (``outcome``: how, for its delivery's span)."""
+        if entry.span is not None:
+            _end_delivery(entry, outcome)
         if entry.state in (_State.IN_FLIGHT, _State.SETTLING):
             self._in_flight -= 1
         elif entry.state is _State.PENDING:
@@ -619,6 +690,8 @@ class ActorQueueAPI:
         consumer = self._consumer()
         if consumer.held:
             raise QueuePreviousMessageNotCompleted()
+        if consumer.trace is not None:
+            consumer.untrace()
         # Asking for the next message acknowledges the previous ones.
         acks, consumer.unacked = consumer.unacked, []
         taken: list[_Entry] = []
@@ -646,7 +719,30 @@ class ActorQueueAPI:
         inst = self._instance
         inst.last_activity = inst.runtime.clock.monotonic()
         (consumer.held if completable else consumer.unacked).extend(taken)
+        if tracing.enabled():
+            self._trace_deliveries(consumer, taken, completable)
         return [QueueMessage(self, entry, completable) for entry in taken]
+
+    def _trace_deliveries(self, consumer: _Consumer, taken: list[_Entry], completable: bool) -> None:
+        """A ``queue receive`` span per message (see the module docstring); a single one is current."""
+        handler = tracing.current_span_context()
+        actor = tracing.actor_attributes(self._instance)
+        for entry in taken:
+            entry.span = tracing.start_span(
+                f"queue receive {entry.name}",
+                parent=handler if handler is not None else entry.origin,
+                links=[entry.origin] if entry.origin is not None else [],
+                kind="consumer",
+                **actor,
+                **{
+                    "rivet.queue": entry.name,
+                    "rivet.queue.message_id": entry.id,
+                    "rivet.queue.attempt": entry.attempts,
+                    "rivet.queue.completable": completable,
+                },
+            )
+        if len(taken) == 1:
+            consumer.trace = tracing.make_current(taken[0].span)
 
     async def _wait(
         self,
@@ -763,7 +859,7 @@ class ActorQueueAPI:
         except BaseException:
             self._release([entry])
             raise
-        self._forget(entry)
+        self._forget(entry, "completed")
         inst.last_activity = inst.runtime.clock.monotonic()
         self._hub._resolve(entry.id, result)
 
@@ -771,6 +867,12 @@ class ActorQueueAPI:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _end_delivery(entry: _Entry, outcome: str, error: str | None = None) -> None:
+    """End the span of a message's delivery: it left its handler (``outcome``)."""
+    span, entry.span = entry.span, None
+    tracing.end_span(span, error=error, **{"rivet.queue.outcome": outcome})
 
 
 def _completed(response: Any) -> SendResult:

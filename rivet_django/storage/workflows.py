@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
@@ -20,7 +21,7 @@ from ..runtime.queue import StoredMessage
 from .executor import DatabaseExecutor
 from .store import DjangoActorStore
 
-__all__ = ["DjangoWorkflowStore", "EntryRecord", "EntryWrite"]
+__all__ = ["DjangoWorkflowStore", "EntryRecord", "EntryRow", "EntryWrite"]
 
 
 @dataclass
@@ -33,6 +34,16 @@ class EntryRecord:
     output: bytes | None
     error: str = ""
     attempts: int = 0
+
+
+@dataclass
+class EntryRow:
+    """One stored entry with its row id and times (what the inspector shows)."""
+
+    id: int
+    record: EntryRecord
+    created_at: datetime
+    updated_at: datetime
 
 
 @dataclass
@@ -70,6 +81,44 @@ class DjangoWorkflowStore:
             loc: EntryRecord(loc, kind, status, None if out is None else bytes(out), error, attempts)
             for loc, kind, status, out, error, attempts in rows
         }
+
+    async def rows(self, actor_id: str) -> list[EntryRow]:
+        """Every entry of the actor's history in the order it was first recorded (row ids only grow)."""
+        return await self.executor.run(self._rows, actor_id)
+
+    @staticmethod
+    def _rows(actor_id: str) -> list[EntryRow]:
+        from ..models import WorkflowEntry
+
+        rows = WorkflowEntry.objects.filter(actor_id=actor_id).order_by("id")
+        return [
+            EntryRow(
+                row.id,
+                EntryRecord(
+                    row.location,
+                    row.kind,
+                    row.status,
+                    None if row.output is None else bytes(row.output),
+                    row.error,
+                    row.attempts,
+                ),
+                row.created_at,
+                row.updated_at,
+            )
+            for row in rows
+        ]
+
+    async def delete(self, actor_id: str, generation: int, locations: Sequence[str]) -> None:
+        """Delete these entries, in one transaction fenced by the actor's generation (a replay)."""
+        await self.executor.run(self._delete, actor_id, generation, list(locations))
+
+    @staticmethod
+    def _delete(actor_id: str, generation: int, locations: list[str]) -> None:
+        from ..models import WorkflowEntry
+
+        with transaction.atomic():
+            DjangoActorStore._check_owner(actor_id, generation)
+            WorkflowEntry.objects.filter(actor_id=actor_id, location__in=locations).delete()
 
     async def write(self, actor_id: str, generation: int, write: EntryWrite) -> None:
         await self.executor.run(self._write, actor_id, generation, write)
