@@ -6,7 +6,8 @@
 
 Prints a table, writes ``bench/results/<timestamp>.json``, ``latest.json`` and a
 PNG chart. Exit status: 0 unless the harness itself broke (a server that would not
-start, a load generator that crashed); slow numbers never fail it.
+start, a load generator that crashed, a measurement in which not one call
+succeeded); slow numbers and some failed calls never fail it.
 """
 
 from __future__ import annotations
@@ -74,6 +75,18 @@ def _machine() -> dict[str, Any]:
         + (" (dirty)" if out(["git", "status", "--porcelain"]) else ""),
         "loadavg_before": os.getloadavg(),
     }
+
+
+def _nothing_succeeded(result: Any, path: str = "") -> list[str]:
+    """Measurements in ``result`` whose load generator made calls and none succeeded: the
+    client or the harness is broken (slow or partly failing runs are only reported)."""
+    found: list[str] = []
+    if isinstance(result, dict):
+        if result.get("ok") == 0:
+            found.append(path or "(measurement)")
+        for key, value in result.items():
+            found.extend(_nothing_succeeded(value, f"{path}.{key}" if path else str(key)))
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             for side, res in runs[name].items():
                 if isinstance(res, dict) and "failed" in res:
                     broken.append(f"{name} on {side}: {res['failed'][:500]}")
+                for path in _nothing_succeeded(res):
+                    broken.append(f"{name} on {side}: {path}: not one call succeeded")
     finally:
         ctx.close()
         meta["elapsed_s"] = time.monotonic() - t0

@@ -13,32 +13,21 @@ to an unknown action is counted under ``action=""``).
 
 from __future__ import annotations
 
+import bisect
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import REGISTRY, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import REGISTRY, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 if TYPE_CHECKING:
     from .runtime.host import ActorRuntime
 
 __all__ = ["call_finished", "commit_finished", "enabled", "install_collector", "schedule_started"]
 
-CALLS = Counter("rivet_actor_calls", "Action calls, by actor type, action and outcome", ["actor", "action", "outcome"])
-CALL_SECONDS = Histogram(
-    "rivet_actor_call_seconds",
-    "Action call latency (until the state change is durable), by actor type",
-    ["actor"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-)
-COMMITS = Counter("rivet_commits", "Group-commit transactions of actor states")
-COMMITTED_STATES = Counter("rivet_committed_states", "Actor states written by group commits")
-COMMIT_SECONDS = Histogram(
-    "rivet_commit_seconds",
-    "Group-commit transaction latency",
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-)
+CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 SCHEDULE_LAG = Histogram(
     "rivet_schedule_lag_seconds",
     "How late scheduled runs start after their due time",
@@ -46,10 +35,6 @@ SCHEDULE_LAG = Histogram(
 )
 
 _enabled: bool | None = None
-#: (actor, action, outcome) -> the counter child, and actor -> the histogram child:
-#: ``labels()`` takes a lock and builds a tuple on every call; the hot path does neither.
-_calls: dict[tuple[str, str, str], Any] = {}
-_latencies: dict[str, Any] = {}
 
 
 def enabled() -> bool:
@@ -67,26 +52,89 @@ def reset_enabled(**_: Any) -> None:
     _enabled = None
 
 
+class _Tally:
+    """One histogram's numbers: observations per bucket (the last: above every bound) and their sum.
+
+    The hot path keeps plain numbers (prometheus-client's metric objects take a lock per
+    update: about 1.5 µs a call, 8 % of an in-process call here) and :class:`_Collector`
+    turns them into metric families when Prometheus scrapes. Calls and commits are counted
+    on the node's event loop, one thread, so the updates need no lock.
+    """
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1  # a bucket counts values <= its bound
+        self.sum += value
+
+    def buckets(self) -> list[tuple[str, int]]:
+        """Cumulative ``(le, count)`` pairs, ``+Inf`` last, as Prometheus wants them."""
+        pairs, total = [], 0
+        for bound, count in zip([*map(str, self.bounds), "+Inf"], list(self.counts), strict=True):
+            total += count
+            pairs.append((bound, total))
+        return pairs
+
+
+#: (actor, action, outcome) -> calls; actor -> call latency; commits.
+_calls: dict[tuple[str, str, str], int] = {}
+_latencies: dict[str, _Tally] = {}
+_commits = [0, 0]  # transactions, states written
+_commit_latency = _Tally(COMMIT_BUCKETS)
+
+
 def call_finished(actor: str, action: str, outcome: str, started: float) -> None:
     key = (actor, action, outcome)
-    child = _calls.get(key)
-    if child is None:
-        child = _calls[key] = CALLS.labels(actor, action, outcome)
-    child.inc()
+    _calls[key] = _calls.get(key, 0) + 1
     latency = _latencies.get(actor)
     if latency is None:
-        latency = _latencies[actor] = CALL_SECONDS.labels(actor)
+        latency = _latencies[actor] = _Tally(CALL_BUCKETS)
     latency.observe(time.perf_counter() - started)
 
 
 def commit_finished(states: int, seconds: float) -> None:
-    COMMITS.inc()
-    COMMITTED_STATES.inc(states)
-    COMMIT_SECONDS.observe(seconds)
+    _commits[0] += 1
+    _commits[1] += states
+    _commit_latency.observe(seconds)
 
 
 def schedule_started(lag_seconds: float) -> None:
     SCHEDULE_LAG.observe(max(0.0, lag_seconds))
+
+
+class _Counted:
+    """Calls and commits, from the hot path's tallies, at scrape time."""
+
+    def collect(self) -> Iterator[Any]:
+        calls = CounterMetricFamily(
+            "rivet_actor_calls",
+            "Action calls, by actor type, action and outcome",
+            labels=["actor", "action", "outcome"],
+        )
+        for labels, count in sorted(list(_calls.items())):
+            calls.add_metric(list(labels), count)
+        yield calls
+        latency = HistogramMetricFamily(
+            "rivet_actor_call_seconds",
+            "Action call latency (until the state change is durable), by actor type",
+            labels=["actor"],
+        )
+        for actor, tally in sorted(list(_latencies.items())):
+            latency.add_metric([actor], tally.buckets(), tally.sum)
+        yield latency
+        yield CounterMetricFamily("rivet_commits", "Group-commit transactions of actor states", value=_commits[0])
+        yield CounterMetricFamily("rivet_committed_states", "Actor states written by group commits", value=_commits[1])
+        commits = HistogramMetricFamily("rivet_commit_seconds", "Group-commit transaction latency")
+        commits.add_metric([], _commit_latency.buckets(), _commit_latency.sum)
+        yield commits
+
+
+REGISTRY.register(_Counted())  # type: ignore[arg-type]
 
 
 class _RuntimeCollector:
@@ -100,7 +148,9 @@ class _RuntimeCollector:
         if runtime is None or not runtime.started:
             return
         awake = GaugeMetricFamily("rivet_actors_awake", "Awake actors on this node, by actor type", labels=["actor"])
-        connections = GaugeMetricFamily("rivet_connections", "Open connections on this node, by actor type", labels=["actor"])
+        connections = GaugeMetricFamily(
+            "rivet_connections", "Open connections on this node, by actor type", labels=["actor"]
+        )
         queued = GaugeMetricFamily(
             "rivet_queue_messages", "Stored queue messages of awake actors, by actor type", labels=["actor"]
         )

@@ -1056,3 +1056,31 @@ async def test_live_reconnects_across_a_server_restart(monkeypatch: pytest.Monke
             await asyncio.to_thread(server.stop)
         finally:
             server.kill()
+
+
+def test_the_client_works_in_a_process_without_django_settings(actor_server: Any) -> None:
+    """The Python client is usable outside a Django project: no DJANGO_SETTINGS_MODULE,
+    settings never configured (a script, a worker of another framework)."""
+    import os
+    import subprocess
+    import sys
+
+    script = f"""
+import asyncio
+from django.conf import settings
+from rivet_django.client import AsyncClient
+
+async def main():
+    async with AsyncClient({actor_server.endpoint!r}) as client:
+        handle = client.counter.get_or_create(["no-settings"])
+        assert await handle.increment(2) == 2
+        async with handle.connect() as conn:
+            assert await conn.increment(3) == 5
+    assert not settings.configured
+    print("ok")
+
+asyncio.run(main())
+"""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]

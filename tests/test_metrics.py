@@ -99,3 +99,14 @@ async def test_schedule_lag_is_observed(transactional_db, settings):
         assert count() == before + 1
         assert (REGISTRY.get_sample_value("rivet_schedule_lag_seconds_sum") or 0) >= 2.0  # ran 2 s late
     await sync_to_async(connections.close_all)()
+
+
+def test_latency_tallies_are_prometheus_histograms():
+    """The hot path's plain tallies become cumulative buckets; a value on a bound counts in it."""
+    from rivet_django.metrics import _Tally
+
+    tally = _Tally((0.001, 0.01))
+    for value in (0.0005, 0.001, 0.002, 0.01, 5.0):
+        tally.observe(value)
+    assert tally.buckets() == [("0.001", 2), ("0.01", 4), ("+Inf", 5)]
+    assert tally.sum == pytest.approx(5.0135)
