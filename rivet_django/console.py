@@ -129,6 +129,35 @@ def _count_text(counts: dict[str, dict[str, Any] | None], actor_id: str) -> str:
 # -- the operate page ------------------------------------------------------------------------
 
 
+def workflow_rows(history: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The inspector's workflow history (RivetKit's JSON) as table rows: each entry's path
+    of names (``task-loop/3/process``), kind, status, attempts, error, and whether a
+    replay can start from it (steps only)."""
+    if not history:
+        return []
+    names = history["nameRegistry"]
+    rows = []
+    for entry in history["entries"]:
+        path = "/".join(
+            names[seg["val"]] if seg["tag"] == "WorkflowNameIndex" else str(seg["val"]["iteration"])
+            for seg in entry["location"]
+        )
+        meta = history["entryMetadata"].get(entry["id"], {})
+        tag = entry["kind"]["tag"]
+        rows.append(
+            {
+                "id": entry["id"],
+                "path": path,
+                "kind": tag.removeprefix("Workflow").removesuffix("Entry").lower(),
+                "status": meta.get("status", ""),
+                "attempts": meta.get("attempts", 0),
+                "error": meta.get("error"),
+                "replayable": tag == "WorkflowStepEntry",
+            }
+        )
+    return rows
+
+
 def operate_view(model_admin: Any, request: HttpRequest, object_id: str) -> HttpResponse:
     """The actor live (state, connections, schedules, actions, queue, workflow) and, for users
     who may change actors, forms to edit its state, call an action, close a connection,
@@ -149,6 +178,7 @@ def operate_view(model_admin: Any, request: HttpRequest, object_id: str) -> Http
         context["summary"] = summary
         context["state_json"] = pretty(summary["state"])
         context["state_fingerprint"] = state_fingerprint(summary["state"])
+        context["workflow"] = workflow_rows(summary.get("workflowHistory"))
         context["connections"] = [
             {"id": c["id"], "params": pretty(c["details"]["params"]), "subscriptions": c["details"]["subscriptions"]}
             for c in summary["connections"]
@@ -189,6 +219,12 @@ def _operate(request: HttpRequest, actor_id: str) -> None:
         elif op == "cancel_schedule":
             found = inspect(actor_id, "cancel_schedule", schedule_id=request.POST.get("schedule", ""))["ok"]
             messages.success(request, "Schedule cancelled." if found else "No such schedule (it ran or was cancelled).")
+        elif op == "replay":
+            entry = request.POST.get("entry") or None
+            inspect(actor_id, "workflow_replay", entry_id=entry)
+            messages.success(
+                request, f"Workflow replayed from entry {entry}." if entry else "Workflow replayed from the start."
+            )
         elif op in ("sleep", "wake"):
             inspect(actor_id, op)
             messages.success(request, "Put to sleep." if op == "sleep" else "Awake.")

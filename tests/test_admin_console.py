@@ -264,3 +264,43 @@ def test_staff_close_a_connection_and_cancel_a_schedule(live):
 
     asyncio.run(scenario())
     assert _call(live.endpoint, "scheduled", "console", "schedules", []).json()["output"] == []
+
+
+def test_staff_replay_a_workflow_from_the_console(live):
+    """The console lists a workflow's entries and replays it from a step, through the runtime."""
+    import time
+
+    actor_id = _actor_id(_call(live.endpoint, "wfSteps", "console", "progress", []))
+    base = live.endpoint.removesuffix("/api/rivet")
+    console = f"/admin/rivet_django/actor/{actor_id}/operate/"
+
+    def done() -> list[str]:
+        return _call(live.endpoint, "wfSteps", "console", "progress", []).json()["output"]["done"]
+
+    deadline = time.monotonic() + 10
+    while done() != ["a", "b", "c"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with httpx.Client(base_url=base, timeout=20) as http:
+        _login(http, "boss")
+        page = http.get(console)
+        assert "Workflow: completed" in page.text and "_rivet_workflow_wake" not in page.text
+        entry_b = re.search(
+            r'name="entry" value="(\d+)"><input type="submit" value="Replay from here" '
+            r'data-testid="replay-\d+"></form></td></tr>',
+            page.text.split("<td>b</td>", 1)[1],
+        )
+        assert entry_b, page.text
+        replayed = _post(http, console, {"op": "replay", "entry": entry_b.group(1)})
+        assert f"Workflow replayed from entry {entry_b.group(1)}." in _messages(replayed)
+        deadline = time.monotonic() + 10
+        while done() != ["a", "b", "c", "b", "c"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert done() == ["a", "b", "c", "b", "c"]  # a kept its result; b and c ran again
+        refused = _post(http, console, {"op": "replay", "entry": "999999"})
+        assert "Workflow step not found: 999999" in _messages(refused) and "Nothing was changed" in _messages(refused)
+    with httpx.Client(base_url=base, timeout=20) as http:
+        _login(http, "viewer")
+        page = http.get(console)
+        assert "Replay from here" not in page.text and "Workflow: completed" in page.text
+        forbidden = http.post(console, data={"op": "replay", "csrfmiddlewaretoken": _token(page)})
+        assert forbidden.status_code == 403

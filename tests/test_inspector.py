@@ -245,6 +245,8 @@ async def test_workflow_history_in_rivetkits_shape_and_replay_from_a_step(http):
     actor_id, token = await _actor(http, "wfSteps", "replayed", "progress")
     base = f"{API}/gateway/{actor_id}/inspector"
     answer = await _history(http, base, token, "completed")
+    rpcs = (await http.get(f"{base}/rpcs", headers=_auth(token))).json()["rpcs"]
+    assert rpcs == ["progress"]  # not the runtime's internal wake-up action of workflows
     history = answer["history"]
     assert set(history) == {"nameRegistry", "entries", "entryMetadata"}
     assert history["nameRegistry"] == ["a", "b", "c", "finish"]

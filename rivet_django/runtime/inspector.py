@@ -330,7 +330,12 @@ def _connections(inst: ActorInstance) -> list[dict[str, Any]]:
 
 
 def _rpcs(inst: ActorInstance) -> list[str]:
-    return sorted(inst.definition.actions)
+    """The actor's own actions: not the runtime's internal ones (a workflow's durable-sleep wake-up)."""
+    return sorted(name for name in inst.definition.actions if not name.startswith(_INTERNAL_ACTION_PREFIX))
+
+
+#: Actions the runtime adds to actors (``rivet_django.workflow.WAKE_ACTION``).
+_INTERNAL_ACTION_PREFIX = "_rivet_"
 
 
 def _queue_max_size(inst: ActorInstance) -> int | None:
