@@ -61,7 +61,10 @@ async def _call(
 
 async def test_off_by_default_nothing_is_traced(http):
     assert tracing.enabled() is False
-    actor_id = (await _call(http, "counter", "quiet", "increment", [1])).headers["x-rivet-actor"]
+    tracing.setup()  # a span made while off would now land in the buffer
+    response = await _call(http, "counter", "quiet", "increment", [1], traceparent=f"00-{TRACE}-{PARENT}-01")
+    actor_id = response.headers["x-rivet-actor"]
+    assert tracing.BUFFER.spans(actor_id, None, None, 100) == ([], False)
     assert await _traces(http, actor_id) == []
 
 
