@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from rivet_django.client import AsyncClient
-from tests.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path, require_playwright
+from tests.browser import ARTIFACTS, CHROMIUM_ARGS, admin_login, chromium_path, require_playwright
 from tests.cluster import Cluster, postgres_available
 from tests.server import REPO, LiveServer
 
@@ -252,10 +252,7 @@ def _screenshot(server: LiveServer, busy: str) -> None:
         browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1800, "height": 600})
-            page.goto(f"{base}/admin/login/")
-            page.fill("#id_username", "boss")
-            page.fill("#id_password", "pw")
-            page.click("input[type=submit]")
+            admin_login(page, base)
             page.goto(f"{base}{CHANGELIST}")
             row = page.locator("#result_list tr", has=page.locator(f'a[href*="{busy}"]'))
             assert row.locator("td.field-connections").inner_text().strip() == "2"

@@ -14,7 +14,7 @@ import sys
 import httpx
 import pytest
 
-from tests.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path, require_playwright
+from tests.browser import ARTIFACTS, CHROMIUM_ARGS, admin_login, chromium_path, require_playwright
 from tests.server import REPO, LiveServer
 
 pytestmark = pytest.mark.timeout(180)
@@ -195,10 +195,7 @@ def test_the_console_in_a_browser_is_styled_and_works(tmp_path):
             browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page(viewport={"width": 1200, "height": 900})
-                page.goto(f"{base}/admin/login/")
-                page.fill("#id_username", "boss")
-                page.fill("#id_password", "pw")
-                page.click("input[type=submit]")
+                admin_login(page, base)
                 page.goto(f"{base}/admin/rivet_django/actor/{actor_id}/change/")
                 # Styled: Django's admin CSS gives the header its colors.
                 header = page.locator("#header")

@@ -19,7 +19,15 @@ from typing import Any
 
 import pytest
 
-__all__ = ["ARTIFACTS", "CHROMIUM_ARGS", "PageRecorder", "chromium_path", "in_ci", "require_playwright"]
+__all__ = [
+    "ARTIFACTS",
+    "CHROMIUM_ARGS",
+    "PageRecorder",
+    "admin_login",
+    "chromium_path",
+    "in_ci",
+    "require_playwright",
+]
 
 #: Screenshots and other test output; git-ignored except ``.gitkeep``.
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -53,6 +61,14 @@ def chromium_path() -> str:
     if not os.access(path, os.X_OK):
         _unavailable(f"Chromium not found at {path}: apt-get install -y chromium (or set CHROMIUM)")
     return path
+
+
+def admin_login(page: Any, base: str, username: str = "boss", password: str = "pw") -> None:
+    """Log ``page`` in to the Django admin at ``base`` (the site root) through its login form."""
+    page.goto(f"{base}/admin/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
 
 
 def require_playwright() -> Any:
