@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "actor_attributes",
     "actor_span",
+    "client_span",
     "current_span_context",
     "enabled",
     "end_span",
@@ -44,7 +45,7 @@ __all__ = [
     "within",
 ]
 
-Kind = Literal["internal", "producer", "consumer"]
+Kind = Literal["internal", "producer", "consumer", "client"]
 """The span kinds rivet_django makes: its own work, a message sent, a message handled."""
 
 #: Finished spans kept per actor, and actors kept (the least recently traced go first).
@@ -175,7 +176,12 @@ def _tracer() -> Any:
 def _kind(kind: Kind) -> Any:
     from opentelemetry.trace import SpanKind
 
-    return {"internal": SpanKind.INTERNAL, "producer": SpanKind.PRODUCER, "consumer": SpanKind.CONSUMER}[kind]
+    return {
+        "internal": SpanKind.INTERNAL,
+        "producer": SpanKind.PRODUCER,
+        "consumer": SpanKind.CONSUMER,
+        "client": SpanKind.CLIENT,
+    }[kind]
 
 
 def span(name: str, **attributes: Any) -> contextlib.AbstractContextManager[Any]:
@@ -189,6 +195,11 @@ def _current_span(name: str, kind: Kind, attributes: Mapping[str, Any]) -> Itera
     attrs = {k: v for k, v in attributes.items() if v is not None}
     with _tracer().start_as_current_span(name, kind=_kind(kind), attributes=attrs) as current:
         yield current
+
+
+def client_span(name: str, **attributes: Any) -> contextlib.AbstractContextManager[Any]:
+    """A :func:`span` of kind client: this node asks another (a forwarded request)."""
+    return _current_span(name, "client", attributes)
 
 
 def actor_attributes(inst: ActorInstance) -> dict[str, Any]:

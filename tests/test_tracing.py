@@ -340,20 +340,40 @@ def _node_traces(endpoint: str, actor_id: str) -> list[dict]:
 @pytest.mark.skipif(not postgres_available(), reason="PostgreSQL is not running on 127.0.0.1:5432")
 @pytest.mark.timeout(180)
 def test_a_trace_crosses_nodes(settings):
-    """Two ``runactors`` nodes: a call entering n1 for an actor on n2 continues the caller's
-    trace there; that actor's call to one on n1 is a child of its span; a connection opened
-    by the Python client through n1 to an actor on n2 carries the opener's trace."""
+    """Two ``runactors`` nodes: a call entering n1 for an actor on n2 is a ``forward`` span
+    on n1 (exported over OTLP) in the caller's trace, whose child is the action on n2; that
+    actor's call to one on n1 is a child of its span; a connection opened by the Python
+    client through n1 to an actor on n2 carries the opener's trace."""
+    import time
+
     settings.RIVET = {**settings.RIVET, "TRACING": True}  # this process's client sends its trace too
     assert tracing.enabled()  # (and has set the SDK up for the span below)
-    with Cluster(2, lease_seconds=30.0, env={"RIVET_TRACING": "1"}) as cluster:
+    collector = _Collector()
+    env = {
+        "RIVET_TRACING": "1",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.port}",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    with Cluster(2, lease_seconds=30.0, env=env) as cluster:
         n1, n2 = cluster.endpoints()
         fan_id = _node_call(n2, "fanOut", "x", "fan", [0]).headers["x-rivet-actor"]  # wakes on n2
         counter_id = _node_call(n1, "counter", "fan-0", "increment", [0]).headers["x-rivet-actor"]  # on n1
         response = _node_call(n1, "fanOut", "x", "fan", [1], traceparent=f"00-{TRACE}-{PARENT}-01")
         assert response.headers.get("x-rivet-forwarded") == "1" and response.json()["output"] == 1
 
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not any(
+            name == "forward POST" and trace == TRACE for name, trace, _, _ in collector.ids
+        ):
+            time.sleep(0.1)
+        forwards = [
+            (span, parent) for name, trace, span, parent in collector.ids if name == "forward POST" and trace == TRACE
+        ]
+        assert len(forwards) == 1, collector.ids
+        ((forward, forward_parent),) = forwards
+        assert forward_parent == PARENT  # the hop continues the caller's trace on n1
         (fan,) = [s for s in _node_traces(n2, fan_id) if s["traceId"] == TRACE]
-        assert fan["name"] == "action fan" and fan["parentSpanId"] == PARENT
+        assert fan["name"] == "action fan" and fan["parentSpanId"] == forward  # n2's action is the hop's child
         assert _attributes(fan)["rivet.node"] == {"stringValue": "n2"}
         (increment,) = [s for s in _node_traces(n1, counter_id) if s["traceId"] == TRACE]
         assert increment["name"] == "action increment" and increment["parentSpanId"] == fan["spanId"]
@@ -387,6 +407,8 @@ class _Collector:
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
         self.spans: list[tuple[str, dict[str, str]]] = []
+        #: (name, trace id, span id, parent span id), hex.
+        self.ids: list[tuple[str, str, str, str]] = []
         collector = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -398,6 +420,9 @@ class _Collector:
                         for span in scope.spans:
                             attrs = {a.key: a.value.string_value for a in span.attributes}
                             collector.spans.append((span.name, attrs))
+                            collector.ids.append(
+                                (span.name, span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex())
+                            )
                 self.send_response(200)
                 self.send_header("content-type", "application/x-protobuf")
                 self.end_headers()
