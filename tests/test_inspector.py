@@ -407,6 +407,12 @@ async def test_metrics_count_what_this_wake_did_in_rivetkits_shape(http):
     assert sql["type"] == "labeled_counter" and sql["values"]["insert"] == 3, sql
     assert metrics["sql_duration_ms"]["value"] > 0
     assert metrics["kv_operations"]["type"] == "labeled_timing"
+    # The ORM's queries inside db.run count too (the demo's notebook: Django models).
+    book_id, book_token = await _actor(http, "notebook", "metered", "add", ["first", ["a"]])
+    assert (await http.post(f"{API}/gateway/{book_id}/action/notes", json={"args": []})).status_code == 200
+    book = (await http.get(f"{API}/gateway/{book_id}/inspector/metrics", headers=_auth(book_token))).json()
+    orm = book["sql_statements"]["values"]
+    assert orm["insert"] >= 2 and orm["select"] >= 1, orm  # the note and its tag; the listing
     # KV operations, counted by kind with their keys.
     kv_id, kv_token = await _actor(http, "storage", "metered", "kv_put", ["a", 1])
     for action, args in (("kv_put", ["b", 2]), ("kv_get", ["a"]), ("kv_list", [""]), ("kv_delete", ["a"])):

@@ -246,7 +246,18 @@ class ActorDatabase:
         commits on its own before ``run`` returns. If ``fn`` raises, its writes are undone. Keep ``fn`` short and
         synchronous: it holds the database while it runs.
         """
-        return await self._statement(_run_atomic, self.alias, functools.partial(fn, *args, **kwargs))
+        call: Callable[[], T] = functools.partial(fn, *args, **kwargs)
+        if self.stats is None:
+            return await self._statement(_run_atomic, self.alias, call)  # type: ignore[no-any-return]
+        # The ORM's queries, collected on the database thread, counted here once it is done.
+        queries: list[tuple[str, float]] = []
+        try:
+            return await self._statement(
+                _run_atomic, self.alias, functools.partial(_collecting, self.alias, queries, call)
+            )  # type: ignore[no-any-return]
+        finally:
+            for sql, seconds in queries:
+                self.stats.statement(sql, seconds)
 
     async def migrate_models(self, *app_labels: str) -> int:
         """Bring the tables of Django apps' models up to date in this database (default: every
@@ -477,6 +488,21 @@ def _run_atomic(conn: sqlite3.Connection, alias: str, fn: Callable[[], T]) -> T:
 
     # Inside db.transaction() this is a savepoint: fn's failure undoes only fn's writes.
     with transaction.atomic(using=alias):
+        return fn()
+
+
+def _collecting(alias: str, queries: list[tuple[str, float]], fn: Callable[[], T]) -> T:
+    """``fn()`` with each query Django runs on ``alias`` appended to ``queries`` (SQL, seconds)."""
+    from django.db import connections
+
+    def timed(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            queries.append((sql, time.perf_counter() - started))
+
+    with connections[alias].execute_wrapper(timed):
         return fn()
 
 
