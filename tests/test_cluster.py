@@ -214,9 +214,13 @@ def test_scheduled_runs_go_through_the_gateway_to_the_node_of_their_actor():
     """The Celery dispatcher sends a due run to a node that does not hold its actor (its
     view was stale: the actor woke elsewhere meanwhile): that node's scheduler runs it
     through its gateway, on the owner, once; an error comes back whole as the run's
-    last error."""
+    last error. Traced (exported to a real OTLP receiver): the owner's action is a child
+    of the node link's ``peer run_action`` span, a child of the ``schedule`` span."""
+    from tests.otlp import OtlpCollector
+
     prefix = f"rivet-test-{uuid.uuid4().hex[:10]}"
-    env = {"RIVET_SCHEDULER": "celery", "RIVET_TEST_PREFIX": prefix}
+    collector = OtlpCollector()
+    env = {"RIVET_SCHEDULER": "celery", "RIVET_TEST_PREFIX": prefix, **collector.environ()}
     try:
         with Cluster(2, lease_seconds=30.0, env=env) as cluster:
             first, second = cluster.endpoints()
@@ -231,6 +235,15 @@ def test_scheduled_runs_go_through_the_gateway_to_the_node_of_their_actor():
             assert (info["count"], info["node"]) == (11, "n1"), cluster.logs()
             assert _schedule_row(cluster, ok) is None  # ran once, finished by n2
 
+            def chain() -> tuple[str, str, str] | None:
+                spans = {name: (trace, span, parent) for name, trace, span, parent in collector.ids}
+                needed = ("schedule increment", "peer run_action", "action increment")
+                return tuple(spans[n] for n in needed) if all(n in spans for n in needed) else None
+
+            schedule, hop, action = collector.wait_for(chain)
+            assert schedule[0] == hop[0] == action[0]  # one trace, across the two nodes
+            assert hop[2] == schedule[1] and action[2] == hop[1]
+
             failing = _call(first, "scheduled", "remind", [3600, "fail"])
             _shell(cluster, _DISPATCH_TO, SID=failing, NODE="n2")
             deadline = time.monotonic() + 20
@@ -244,6 +257,7 @@ def test_scheduled_runs_go_through_the_gateway_to_the_node_of_their_actor():
             assert cluster.overlapping_activations() == []
     finally:
         _forget_redis_keys(prefix)
+        collector.close()
 
 
 def _forget_redis_keys(prefix: str) -> None:

@@ -19,6 +19,7 @@ from rivet_django.models import Actor
 from rivet_django.runtime.queue import enter_handler, leave_handler
 from tests.cluster import Cluster, postgres_available
 from tests.helpers import make
+from tests.otlp import OtlpCollector
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -348,7 +349,7 @@ def test_a_trace_crosses_nodes(settings):
 
     settings.RIVET = {**settings.RIVET, "TRACING": True}  # this process's client sends its trace too
     assert tracing.enabled()  # (and has set the SDK up for the span below)
-    collector = _Collector()
+    collector = OtlpCollector()
     env = {
         "RIVET_TRACING": "1",
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.port}",
@@ -397,55 +398,13 @@ def test_a_trace_crosses_nodes(settings):
         assert _attributes(span)["rivet.node"] == {"stringValue": "n2"}
 
 
-class _Collector:
-    """An OTLP/HTTP trace receiver on a real socket: the decoded ``ExportTraceServiceRequest``s."""
-
-    def __init__(self) -> None:
-        import http.server
-        import threading
-
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-        self.spans: list[tuple[str, dict[str, str]]] = []
-        #: (name, trace id, span id, parent span id), hex.
-        self.ids: list[tuple[str, str, str, str]] = []
-        collector = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                request = ExportTraceServiceRequest.FromString(body)
-                for resource in request.resource_spans:
-                    for scope in resource.scope_spans:
-                        for span in scope.spans:
-                            attrs = {a.key: a.value.string_value for a in span.attributes}
-                            collector.spans.append((span.name, attrs))
-                            collector.ids.append(
-                                (span.name, span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex())
-                            )
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_spans_are_exported_with_the_standard_otlp_exporter(tmp_path):
     """A live ``runactors`` with OTEL_EXPORTER_OTLP_ENDPOINT set sends its spans to the collector."""
     import time
 
     from tests.server import LiveServer
 
-    collector = _Collector()
+    collector = OtlpCollector()
     server = LiveServer(
         str(tmp_path / "db.sqlite3"),
         settings="tests.settings_live",

@@ -38,6 +38,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+from .. import tracing
 from ..exceptions import INTERNAL_ERROR_GROUP, ActorStopping, RivetError
 
 __all__ = ["AUTH_HEADER", "LINK_ROUTE", "PeerLink", "PeerLost", "PeerResponse", "cluster_token", "serve_peer"]
@@ -324,7 +325,12 @@ async def _operate(header: dict[str, Any], body: bytes, reply: Callable[[bytes],
         operation = OPERATIONS.get(header["o"])
         if operation is None:
             raise ValueError(f"unknown peer operation {header['o']!r}")
-        answer = orjson.dumps(await operation(header, orjson.loads(body)))
+        carrier = header.get("tc")
+        if carrier and tracing.enabled():  # the asking node's trace continues here
+            with tracing.within(tracing.extract(carrier)):
+                answer = orjson.dumps(await operation(header, orjson.loads(body)))
+        else:
+            answer = orjson.dumps(await operation(header, orjson.loads(body)))
     except Exception as exc:
         # Nodes trust each other: the error goes back whole, internal ones too (the
         # caller records it, e.g. as a schedule's last error), and is logged here.

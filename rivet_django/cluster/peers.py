@@ -30,6 +30,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.typing import Subprotocol
 
+from .. import tracing
 from ..client.errors import HttpRequestError
 from ..client.transport import HttpTransport
 from ..exceptions import ActorNotFound, ActorStopping, PublicError, RivetError
@@ -156,8 +157,17 @@ class Peer:
         return PeerResponse(answer.status_code, list(answer.headers.multi_items()), answer.content)
 
     async def operate(self, name: str, fields: dict[str, Any], payload: Any) -> Any:
-        """An internal operation on the peer (``link.OPERATIONS``); its result."""
-        answer = await self.link.operation(name, fields, payload)
+        """An internal operation on the peer (``link.OPERATIONS``); its result. With tracing
+        on, the hop is a ``peer <name>`` client span whose context goes along (``tc``), so
+        the operation's spans on the peer (a scheduled run's action) are its children."""
+        if tracing.enabled():
+            attributes = {"rivet.forward.to": self.address, "rivet.forward.actor": fields.get("a")}
+            with tracing.client_span(f"peer {name}", **attributes):
+                carrier: dict[str, str] = {}
+                tracing.inject(carrier)
+                answer = await self.link.operation(name, {**fields, "tc": carrier}, payload)
+        else:
+            answer = await self.link.operation(name, fields, payload)
         payload = orjson.loads(answer.content)
         if answer.status_code == 200:
             return payload
