@@ -173,15 +173,17 @@ def _tracer() -> Any:
     return _TRACER
 
 
-def _kind(kind: Kind) -> Any:
-    from opentelemetry.trace import SpanKind
+_KINDS: dict[str, Any] = {}
 
-    return {
-        "internal": SpanKind.INTERNAL,
-        "producer": SpanKind.PRODUCER,
-        "consumer": SpanKind.CONSUMER,
-        "client": SpanKind.CLIENT,
-    }[kind]
+
+def _kind(kind: Kind) -> Any:
+    if not _KINDS:
+        from opentelemetry.trace import SpanKind
+
+        _KINDS.update(
+            internal=SpanKind.INTERNAL, producer=SpanKind.PRODUCER, consumer=SpanKind.CONSUMER, client=SpanKind.CLIENT
+        )
+    return _KINDS[kind]
 
 
 def span(name: str, **attributes: Any) -> contextlib.AbstractContextManager[Any]:
@@ -190,11 +192,11 @@ def span(name: str, **attributes: Any) -> contextlib.AbstractContextManager[Any]
     return _current_span(name, "internal", attributes)
 
 
-@contextlib.contextmanager
-def _current_span(name: str, kind: Kind, attributes: Mapping[str, Any]) -> Iterator[Any]:
+def _current_span(name: str, kind: Kind, attributes: Mapping[str, Any]) -> contextlib.AbstractContextManager[Any]:
+    # The SDK's own context manager, not one wrapped in ours: a generator-based wrapper
+    # cost about 10 us a span (a third of one).
     attrs = {k: v for k, v in attributes.items() if v is not None}
-    with _tracer().start_as_current_span(name, kind=_kind(kind), attributes=attrs) as current:
-        yield current
+    return _tracer().start_as_current_span(name, kind=_kind(kind), attributes=attrs)  # type: ignore[no-any-return]
 
 
 def client_span(name: str, **attributes: Any) -> contextlib.AbstractContextManager[Any]:
