@@ -4,8 +4,10 @@
     python -m bench.metrics --quick
 
 A ``runactors`` node (``bench.settings``: the demo on SQLite) with ``RIVET["METRICS"]``
-off, on, and on with ``RIVET["TRACING"]`` too (spans into the inspector's buffer, no
-exporter), three times each, alternating (this machine's noise is large): wrk, 32
+off, off again (a control: the noise between two identical servers), on, and on with
+``RIVET["TRACING"]`` too (spans into the inspector's buffer, no exporter), three times
+each, alternating (this machine's noise is large; ``bench.hotpath`` measures the
+per-call cost without HTTP): wrk, 32
 connections, ``increment(1)`` on 100 counters in the direct gateway form. Written to
 bench/results/metrics-<UTC>.json.
 """
@@ -25,8 +27,9 @@ from typing import Any
 from bench.cluster import REPO, RESULTS, _place, _run, _script
 from tests.server import LiveServer
 
-#: label -> (RIVET["METRICS"], RIVET["TRACING"])
-MODES = {"off": (False, False), "metrics": (True, False), "tracing": (True, True)}
+#: label -> (RIVET["METRICS"], RIVET["TRACING"]). "off-again" is "off" once more, a
+#: control: how far two identical servers differ here is the noise any other gap sits in.
+MODES = {"off": (False, False), "off-again": (False, False), "metrics": (True, False), "tracing": (True, True)}
 
 
 def _measure(folder: Path, label: str, seconds: float, index: int) -> dict[str, Any]:
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         for label in labels[index % len(labels) :] + labels[: index % len(labels)]:
             result = _measure(folder, label, seconds, index)
             runs[label].append({k: result.get(k) for k in ("rps", "p50_ms", "p99_ms", "errors")})
-            print(f"{label:8} round {index + 1}: {result.get('rps')} req/s p50 {result.get('p50_ms')} ms "
+            print(f"{label:9} round {index + 1}: {result.get('rps')} req/s p50 {result.get('p50_ms')} ms "
                   f"p99 {result.get('p99_ms')} ms", flush=True)  # fmt: skip
     medians = {label: statistics.median(r["rps"] or 0 for r in runs[label]) for label in MODES}
     off = medians["off"]
