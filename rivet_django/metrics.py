@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import REGISTRY, Histogram
+from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 if TYPE_CHECKING:
@@ -28,11 +28,7 @@ __all__ = ["call_finished", "commit_finished", "enabled", "install_collector", "
 
 CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-SCHEDULE_LAG = Histogram(
-    "rivet_schedule_lag_seconds",
-    "How late scheduled runs start after their due time",
-    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
-)
+SCHEDULE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 _enabled: bool | None = None
 
@@ -86,6 +82,7 @@ _calls: dict[tuple[str, str, str], int] = {}
 _latencies: dict[str, _Tally] = {}
 _commits = [0, 0]  # transactions, states written
 _commit_latency = _Tally(COMMIT_BUCKETS)
+_schedule_lag = _Tally(SCHEDULE_BUCKETS)
 
 
 def call_finished(actor: str, action: str, outcome: str, started: float) -> None:
@@ -104,11 +101,11 @@ def commit_finished(states: int, seconds: float) -> None:
 
 
 def schedule_started(lag_seconds: float) -> None:
-    SCHEDULE_LAG.observe(max(0.0, lag_seconds))
+    _schedule_lag.observe(max(0.0, lag_seconds))
 
 
 class _Counted:
-    """Calls and commits, from the hot path's tallies, at scrape time."""
+    """Calls, commits and scheduled runs' lag, from their tallies, at scrape time."""
 
     def collect(self) -> Iterator[Any]:
         calls = CounterMetricFamily(
@@ -132,6 +129,9 @@ class _Counted:
         commits = HistogramMetricFamily("rivet_commit_seconds", "Group-commit transaction latency")
         commits.add_metric([], _commit_latency.buckets(), _commit_latency.sum)
         yield commits
+        lag = HistogramMetricFamily("rivet_schedule_lag_seconds", "How late scheduled runs start after their due time")
+        lag.add_metric([], _schedule_lag.buckets(), _schedule_lag.sum)
+        yield lag
 
 
 REGISTRY.register(_Counted())  # type: ignore[arg-type]

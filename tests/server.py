@@ -90,6 +90,14 @@ class LiveServer:
         self.kill()
         raise RuntimeError(f"runactors did not answer within {timeout}s:\n{self.log()}")
 
+    def manage(self, *args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``manage.py *args`` in another process on this server's settings and database
+        (``manage.py shell -c ...``: a second process, as a user would run one)."""
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout, check=check,
+        )  # fmt: skip
+
     def log(self) -> str:
         try:
             return Path(self.log_path).read_text(errors="replace")[-5000:]

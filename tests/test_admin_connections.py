@@ -165,10 +165,7 @@ def demo(tmp_path_factory):
     server = LiveServer(str(tmp_path_factory.mktemp("connections") / "db.sqlite3"))
     server.env["DJANGO_DEBUG"] = "1"  # runactors serves the admin's CSS (for the screenshot)
     server.start()
-    subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", _USERS],
-        cwd=REPO, env=server.env, capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
+    server.manage("shell", "-c", _USERS)
     yield server
     server.stop()
     server.kill()

@@ -8,14 +8,12 @@ from __future__ import annotations
 import html
 import re
 import sqlite3
-import subprocess
-import sys
 
 import httpx
 import pytest
 
 from tests.browser import ARTIFACTS, CHROMIUM_ARGS, admin_login, chromium_path, require_playwright
-from tests.server import REPO, LiveServer
+from tests.server import LiveServer
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -60,10 +58,7 @@ def _messages(page: httpx.Response) -> str:
 def live(tmp_path_factory):
     server = LiveServer(str(tmp_path_factory.mktemp("console") / "db.sqlite3"), settings="tests.settings_live")
     server.start()
-    subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", _USERS],
-        cwd=REPO, env=server.env, capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
+    server.manage("shell", "-c", _USERS)
     yield server
     server.stop()
     server.kill()
@@ -185,10 +180,7 @@ def test_the_console_in_a_browser_is_styled_and_works(tmp_path):
     shots = ARTIFACTS / "admin-console"
     shots.mkdir(parents=True, exist_ok=True)
     try:
-        subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", _USERS],
-            cwd=REPO, env=server.env, capture_output=True, text=True, timeout=60, check=True,
-        )  # fmt: skip
+        server.manage("shell", "-c", _USERS)
         actor_id = _actor_id(_call(server.endpoint, "counter", "browser", "increment", [2]))
         base = server.endpoint.removesuffix("/api/rivet")
         with sync_api.sync_playwright() as playwright:

@@ -5,15 +5,13 @@ through the runtime."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import threading
 import time
 
 import httpx
 import pytest
 
-from tests.server import REPO, LiveServer
+from tests.server import LiveServer
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -98,10 +96,7 @@ def test_staff_browse_an_actors_tables_in_the_admin(tmp_path):
             "from rivet_django.models import Actor\n"
             "print('ID', Actor.objects.get(name='notebook').pk)\n"
         )
-        done = subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", create],
-            cwd=REPO, env=server.env, capture_output=True, text=True, timeout=60, check=True,
-        )  # fmt: skip
+        done = server.manage("shell", "-c", create)
         actor_id = done.stdout.split("ID ", 1)[1].split()[0]
         base = server.endpoint.removesuffix("/api/rivet")
         with httpx.Client(base_url=base, timeout=20) as joe:

@@ -16,16 +16,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 API = "/api/rivet"
 
 
-@pytest.fixture
-async def http(rivet_node):
-    from rivet_django.routing import application
-
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=application()), base_url="http://testserver"
-    ) as client:
-        yield client
-
-
 async def _actor(
     http: httpx.AsyncClient, name: str, key: str, action: str = "", args: list | None = None
 ) -> tuple[str, str]:

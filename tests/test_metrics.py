@@ -13,14 +13,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 API = "/api/rivet"
 
 
-@pytest.fixture
-async def http(rivet_node):
-    from rivet_django.routing import application
-
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application()), base_url="http://testserver") as client:
-        yield client
-
-
 def _value(text: str, name: str, **labels: str) -> float:
     """The sample ``name{labels}`` (labels in any order), 0 if absent."""
     for line in text.splitlines():

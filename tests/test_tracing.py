@@ -28,16 +28,6 @@ TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
 
 
-@pytest.fixture
-async def http(rivet_node):
-    from rivet_django.routing import application
-
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=application()), base_url="http://testserver"
-    ) as client:
-        yield client
-
-
 async def _traces(http: httpx.AsyncClient, actor_id: str) -> list[dict]:
     token = await sync_to_async(lambda: Actor.objects.get(pk=actor_id).inspector_token)()
     response = await http.get(
